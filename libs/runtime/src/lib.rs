@@ -1,1 +1,19 @@
+//! What every wamesh service needs to run, written once:
+//!
+//! - [`shutdown`]: SIGTERM/SIGINT into a [`Shutdown`] token passed to every server and worker,
+//!   and the drain deadline.
+//! - [`grpc`]: serving a set of tonic routes with health, reflection and trace propagation.
+//! - [`metrics`]: the Prometheus recorder and the `/metrics` route.
+//! - [`numbers`]: the WhatsApp business numbers and apps wamesh serves, from env and a file.
+//! - [`secret`]: a string that never prints itself.
+#![forbid(unsafe_code)]
 
+pub mod grpc;
+pub mod metrics;
+pub mod numbers;
+pub mod secret;
+pub mod shutdown;
+
+pub use numbers::BusinessNumber;
+pub use secret::Secret;
+pub use shutdown::{Shutdown, wait_for_signal};

@@ -1,1 +1,97 @@
+//! gateway: the REST edge of wamesh. Meta's signed webhooks come in here, are checked and
+//! handed to messaging over gRPC; operators' health endpoints live here too.
+//!
+//! - [`apps`]: the registered business numbers and their app secrets and verify tokens.
+//! - [`webhooks`]: `GET`/`POST /api/webhooks/whatsapp` (handshake, signature, hand-off).
+//! - [`health`]: `/healthz`, `/readyz`, `/api/webhooks/whatsapp/health`.
+//! - [`error`]: the one error type and its HTTP codes.
+#![forbid(unsafe_code)]
 
+pub mod apps;
+pub mod error;
+pub mod health;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tower_http::trace::TraceLayer;
+use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
+use wamesh_runtime::{BusinessNumber, Shutdown};
+use wamesh_telemetry::GrpcTraceInterceptor;
+
+pub use apps::Apps;
+
+/// A messaging client that carries the caller's trace context.
+pub type Messaging = MessagingClient<tonic::service::interceptor::InterceptedService<Channel, GrpcTraceInterceptor>>;
+
+/// What the gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub numbers: Vec<BusinessNumber>,
+    /// messaging's gRPC address, e.g. `http://127.0.0.1:50051`.
+    pub messaging_url: String,
+    /// How long a webhook may wait for messaging to store it before the gateway answers 503.
+    pub ingest_timeout: Duration,
+}
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub apps: Arc<Apps>,
+    pub messaging: Messaging,
+    pub ingest_timeout: Duration,
+}
+
+/// A built gateway: its routes and state, ready to serve.
+pub struct Gateway {
+    state: AppState,
+}
+
+impl Gateway {
+    /// Builds the gateway. messaging is dialled lazily: the gateway starts (and answers 503 to
+    /// webhooks) while messaging is still down.
+    pub fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(config.messaging_url.clone())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy();
+        let messaging = MessagingClient::with_interceptor(channel, GrpcTraceInterceptor);
+        Ok(Self {
+            state: AppState {
+                apps: Arc::new(Apps::new(config.numbers)),
+                messaging,
+                ingest_timeout: config.ingest_timeout,
+            },
+        })
+    }
+
+    /// The registry of business numbers, to add numbers at run time.
+    pub fn apps(&self) -> Arc<Apps> {
+        self.state.apps.clone()
+    }
+
+    /// Every route of the gateway.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(webhooks::router())
+            .merge(health::router())
+            .merge(wamesh_runtime::metrics::router(wamesh_runtime::metrics::install()))
+            .layer(DefaultBodyLimit::max(wamesh_whatsapp::MAX_WEBHOOK_BYTES))
+            .layer(TraceLayer::new_for_http().make_span_with(wamesh_telemetry::http_server_span))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves until `shutdown`, then finishes the requests in flight.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! The gRPC adapter for `wamesh.messaging.v1.Messaging`: decode, call the store or the
+//! ingestor, encode. Proto types stop here.
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use wamesh_proto::messaging::v1 as pb;
+use wamesh_whatsapp::{Updates, Webhook};
+
+use crate::error::MessagingError;
+use crate::ingest::{Ingestor, now_ms};
+use crate::store::{
+    ContactCursor, Direction, IncomingWebhook, MessageCursor, MessageKey, Store, StoredContact,
+    StoredMessage, StoredStatus,
+};
+
+/// The customer service window: 24 hours after the user's last message.
+pub const SERVICE_WINDOW_S: i64 = 24 * 60 * 60;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// The `Messaging` service over a store and its group-commit ingestor.
+#[derive(Clone)]
+pub struct MessagingService {
+    store: Arc<dyn Store>,
+    ingestor: Ingestor,
+}
+
+impl MessagingService {
+    pub fn new(store: Arc<dyn Store>, ingestor: Ingestor) -> Self {
+        Self { store, ingestor }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::messaging_server::Messaging for MessagingService {
+    #[tracing::instrument(skip_all, fields(size = request.get_ref().raw_body.len()))]
+    async fn ingest_webhook(&self, request: Request<pb::IngestWebhookRequest>) -> Reply<pb::IngestWebhookResponse> {
+        let request = request.into_inner();
+        let webhook = Webhook::parse(&request.raw_body)
+            .map_err(|e| MessagingError::InvalidArgument(format!("raw_body: {e}")))?;
+        let updates = Updates::from_webhook(&webhook);
+        let received_at_ms = if request.received_at_unix_ms > 0 { request.received_at_unix_ms } else { now_ms() };
+        let incoming = IncomingWebhook {
+            body_sha256: hex::encode(Sha256::digest(&request.raw_body)),
+            raw_body: request.raw_body,
+            received_at_ms,
+            verified_by: request.verified_by,
+            updates,
+        };
+        let outcome = self.ingestor.ingest(incoming).await.map_err(MessagingError::from)?;
+        metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => if outcome.duplicate_body { "true" } else { "false" }).increment(1);
+        Ok(Response::new(pb::IngestWebhookResponse {
+            delivery_id: outcome.delivery_id,
+            duplicate_body: outcome.duplicate_body,
+            counts: Some(counts(outcome.counts)),
+            new_messages: outcome.new_messages,
+            new_statuses: outcome.new_statuses,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_message(&self, request: Request<pb::GetMessageRequest>) -> Reply<pb::GetMessageResponse> {
+        let request = request.into_inner();
+        let key = match request.key {
+            Some(pb::get_message_request::Key::Id(id)) => MessageKey::Id(id),
+            Some(pb::get_message_request::Key::Wamid(wamid)) if !wamid.is_empty() => {
+                MessageKey::Wamid(wamid, direction_from_pb(request.direction))
+            }
+            _ => return Err(MessagingError::InvalidArgument("key: give an id or a wamid".into()).into()),
+        };
+        let message = self
+            .store
+            .get_message(&key)
+            .await
+            .map_err(MessagingError::from)?
+            .ok_or_else(|| MessagingError::NotFound("no such message".into()))?;
+        let timeline = if message.direction == Direction::Outbound.as_str() {
+            self.store.status_timeline(&message.wamid).await.map_err(MessagingError::from)?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::GetMessageResponse { message: Some(message_to_pb(message, timeline)) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> Reply<pb::ListMessagesResponse> {
+        let request = request.into_inner();
+        require("business_phone_number_id", &request.business_phone_number_id)?;
+        require("contact_id", &request.contact_id)?;
+        let limit = page_size(request.page_size);
+        let before = parse_message_cursor(&request.page_token)?;
+        let rows = self
+            .store
+            .list_messages(&request.business_phone_number_id, &request.contact_id, before, limit)
+            .await
+            .map_err(MessagingError::from)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == limit as usize => format!("{}.{}", last.timestamp_s, last.id),
+            _ => String::new(),
+        };
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let timeline = if row.direction == Direction::Outbound.as_str() {
+                self.store.status_timeline(&row.wamid).await.map_err(MessagingError::from)?
+            } else {
+                Vec::new()
+            };
+            messages.push(message_to_pb(row, timeline));
+        }
+        Ok(Response::new(pb::ListMessagesResponse { messages, next_page_token }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> Reply<pb::ListContactsResponse> {
+        let request = request.into_inner();
+        let limit = page_size(request.page_size);
+        let after = parse_contact_cursor(&request.page_token)?;
+        let rows = self
+            .store
+            .list_contacts(&request.business_phone_number_id, after, limit)
+            .await
+            .map_err(MessagingError::from)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == limit as usize => hex::encode(
+                format!("{}\n{}\n{}", last.last_seen_ms, last.business_phone_number_id, last.contact_id),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListContactsResponse {
+            contacts: rows.into_iter().map(contact_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_service_window(&self, request: Request<pb::GetServiceWindowRequest>) -> Reply<pb::ServiceWindow> {
+        let request = request.into_inner();
+        require("business_phone_number_id", &request.business_phone_number_id)?;
+        require("contact_id", &request.contact_id)?;
+        let contact = self
+            .store
+            .get_contact(&request.business_phone_number_id, &request.contact_id)
+            .await
+            .map_err(MessagingError::from)?;
+        let last_inbound = contact.map_or(0, |c| c.last_inbound_s);
+        Ok(Response::new(service_window(last_inbound, now_ms() / 1000)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_webhook_delivery(&self, request: Request<pb::GetWebhookDeliveryRequest>) -> Reply<pb::WebhookDelivery> {
+        let id = request.into_inner().id;
+        let d = self
+            .store
+            .get_delivery(id)
+            .await
+            .map_err(MessagingError::from)?
+            .ok_or_else(|| MessagingError::NotFound(format!("no webhook delivery {id}")))?;
+        Ok(Response::new(pb::WebhookDelivery {
+            id: d.id,
+            received_at_unix_ms: d.received_at_ms,
+            stored_at_unix_ms: d.stored_at_ms,
+            size_bytes: d.size_bytes as u64,
+            body_sha256: d.body_sha256,
+            duplicate_body: d.duplicate_body,
+            counts: Some(pb::UpdateCounts {
+                messages: d.messages as u32,
+                statuses: d.statuses as u32,
+                contacts: d.contacts as u32,
+                errors: d.errors as u32,
+                other_fields: d.other_fields as u32,
+            }),
+            raw_body: d.body,
+            verified_by: d.verified_by,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_webhook_events(&self, request: Request<pb::ListWebhookEventsRequest>) -> Reply<pb::ListWebhookEventsResponse> {
+        let request = request.into_inner();
+        let limit = page_size(request.page_size);
+        let after_id = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse()
+                .map_err(|_| MessagingError::InvalidArgument("page_token: not a token this service gave".into()))?
+        };
+        let rows = self.store.list_events(&request.field, after_id, limit).await.map_err(MessagingError::from)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == limit as usize => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListWebhookEventsResponse {
+            events: rows
+                .into_iter()
+                .map(|e| pb::WebhookEvent {
+                    id: e.id,
+                    delivery_id: e.delivery_id,
+                    waba_id: e.waba_id,
+                    business_phone_number_id: e.business_phone_number_id,
+                    field: e.field,
+                    kind: e.kind,
+                    error_code: e.error_code,
+                    raw_json: e.raw_json,
+                    received_at_unix_ms: e.received_at_ms,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn check_dependencies(&self, _request: Request<pb::CheckDependenciesRequest>) -> Reply<pb::CheckDependenciesResponse> {
+        let started = std::time::Instant::now();
+        let result = self.store.ping().await;
+        let database = pb::DependencyHealth {
+            name: "database".into(),
+            up: result.is_ok(),
+            latency_us: started.elapsed().as_micros() as u64,
+            kind: self.store.backend().into(),
+            error: result.err().map(|e| match e {
+                crate::store::StoreError::Unavailable(_) => "unreachable".to_owned(),
+                _ => "failing queries".to_owned(),
+            }).unwrap_or_default(),
+        };
+        Ok(Response::new(pb::CheckDependenciesResponse { dependencies: vec![database] }))
+    }
+}
+
+/// The window of a user whose newest message is `last_inbound_s`, seen at `now_s`.
+pub fn service_window(last_inbound_s: i64, now_s: i64) -> pb::ServiceWindow {
+    let expires = if last_inbound_s > 0 { last_inbound_s + SERVICE_WINDOW_S } else { 0 };
+    pb::ServiceWindow { open: now_s < expires, expires_at_unix_s: expires, last_inbound_unix_s: last_inbound_s }
+}
+
+fn require(field: &str, value: &str) -> Result<(), MessagingError> {
+    if value.is_empty() {
+        Err(MessagingError::InvalidArgument(format!("{field}: required")))
+    } else {
+        Ok(())
+    }
+}
+
+fn page_size(requested: u32) -> u32 {
+    if requested == 0 { DEFAULT_PAGE } else { requested.min(MAX_PAGE) }
+}
+
+fn bad_token() -> MessagingError {
+    MessagingError::InvalidArgument("page_token: not a token this service gave".into())
+}
+
+fn parse_message_cursor(token: &str) -> Result<Option<MessageCursor>, MessagingError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let (ts, id) = token.split_once('.').ok_or_else(bad_token)?;
+    Ok(Some(MessageCursor {
+        timestamp_s: ts.parse().map_err(|_| bad_token())?,
+        id: id.parse().map_err(|_| bad_token())?,
+    }))
+}
+
+fn parse_contact_cursor(token: &str) -> Result<Option<ContactCursor>, MessagingError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8(hex::decode(token).map_err(|_| bad_token())?).map_err(|_| bad_token())?;
+    let mut parts = text.splitn(3, '\n');
+    let (Some(ms), Some(phone), Some(contact)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_token());
+    };
+    Ok(Some(ContactCursor {
+        last_seen_ms: ms.parse().map_err(|_| bad_token())?,
+        business_phone_number_id: phone.to_owned(),
+        contact_id: contact.to_owned(),
+    }))
+}
+
+fn direction_from_pb(direction: i32) -> Option<Direction> {
+    match pb::Direction::try_from(direction) {
+        Ok(pb::Direction::Inbound) => Some(Direction::Inbound),
+        Ok(pb::Direction::Outbound) => Some(Direction::Outbound),
+        _ => None,
+    }
+}
+
+fn counts(c: crate::store::UpdateCounts) -> pb::UpdateCounts {
+    pb::UpdateCounts {
+        messages: c.messages,
+        statuses: c.statuses,
+        contacts: c.contacts,
+        errors: c.errors,
+        other_fields: c.other_fields,
+    }
+}
+
+fn errors_from_json(json: &str) -> Vec<pb::WhatsAppError> {
+    let items: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    items
+        .iter()
+        .map(|e| pb::WhatsAppError {
+            code: e["code"].as_i64().unwrap_or(0),
+            title: e["title"].as_str().unwrap_or_default().to_owned(),
+            message: e["message"].as_str().unwrap_or_default().to_owned(),
+            details: e["details"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+fn message_to_pb(m: StoredMessage, timeline: Vec<StoredStatus>) -> pb::Message {
+    let media = m.media_id.is_some().then(|| pb::Media {
+        id: m.media_id.unwrap_or_default(),
+        mime_type: m.media_mime_type.unwrap_or_default(),
+        sha256: m.media_sha256.unwrap_or_default(),
+        caption: m.media_caption.unwrap_or_default(),
+        filename: m.media_filename.unwrap_or_default(),
+        url: m.media_url.unwrap_or_default(),
+    });
+    let location = match (m.latitude, m.longitude) {
+        (Some(latitude), Some(longitude)) => Some(pb::Location {
+            latitude,
+            longitude,
+            name: m.location_name.unwrap_or_default(),
+            address: m.location_address.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    pb::Message {
+        id: m.id,
+        wamid: m.wamid,
+        direction: if m.direction == Direction::Inbound.as_str() { pb::Direction::Inbound } else { pb::Direction::Outbound } as i32,
+        business_phone_number_id: m.business_phone_number_id,
+        contact_id: m.contact_id,
+        r#type: m.kind,
+        timestamp_unix_s: m.timestamp_s,
+        received_at_unix_ms: m.received_at_ms,
+        text: m.text_body.unwrap_or_default(),
+        media,
+        location,
+        reply_id: m.reply_id.unwrap_or_default(),
+        reply_title: m.reply_title.unwrap_or_default(),
+        target_message_id: m.target_message_id.unwrap_or_default(),
+        reaction_emoji: m.reaction_emoji.unwrap_or_default(),
+        context_message_id: m.context_message_id.unwrap_or_default(),
+        forwarded: m.forwarded,
+        status: m.status.unwrap_or_default(),
+        timeline: timeline
+            .into_iter()
+            .map(|s| pb::StatusEvent {
+                errors: errors_from_json(&s.errors_json),
+                status: s.status,
+                timestamp_unix_s: s.timestamp_s,
+                received_at_unix_ms: s.received_at_ms,
+                pricing_category: s.pricing_category.unwrap_or_default(),
+                conversation_id: s.conversation_id.unwrap_or_default(),
+            })
+            .collect(),
+        errors: errors_from_json(&m.errors_json),
+        raw_json: m.raw_json,
+        origin: m.origin,
+    }
+}
+
+fn contact_to_pb(c: StoredContact) -> pb::Contact {
+    pb::Contact {
+        business_phone_number_id: c.business_phone_number_id,
+        contact_id: c.contact_id,
+        wa_id: c.wa_id.unwrap_or_default(),
+        user_id: c.user_id.unwrap_or_default(),
+        profile_name: c.profile_name.unwrap_or_default(),
+        first_seen_unix_ms: c.first_seen_ms,
+        last_seen_unix_ms: c.last_seen_ms,
+        last_inbound_unix_s: c.last_inbound_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_open_for_24_hours_after_the_last_inbound_message() {
+        assert!(!service_window(0, 1_000).open, "never opened");
+        let w = service_window(1_000, 1_000 + SERVICE_WINDOW_S - 1);
+        assert!(w.open);
+        assert_eq!(w.expires_at_unix_s, 1_000 + SERVICE_WINDOW_S);
+        assert!(!service_window(1_000, 1_000 + SERVICE_WINDOW_S).open);
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        assert_eq!(parse_message_cursor("17.4").unwrap(), Some(MessageCursor { timestamp_s: 17, id: 4 }));
+        assert!(parse_message_cursor("x.y").is_err());
+        let token = hex::encode("5\np\nc");
+        assert_eq!(parse_contact_cursor(&token).unwrap().unwrap().contact_id, "c");
+        assert!(parse_contact_cursor("zz").is_err());
+    }
+}

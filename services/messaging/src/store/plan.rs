@@ -1,0 +1,190 @@
+//! What a batch of webhooks writes, decided once for both backends.
+//!
+//! Rows are deduplicated inside the batch (the first webhook to carry an update owns it) and
+//! sorted by key, so that concurrent transactions on several messaging replicas lock rows in
+//! the same order and cannot deadlock each other.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use wamesh_whatsapp::{ApiError, DeliveryStatus, MessageUpdate, StatusUpdate};
+
+use super::{IncomingWebhook, IngestOutcome, UpdateCounts};
+
+/// Every row one batch writes. `slot` is the index of the webhook in the batch.
+pub struct BatchPlan<'a> {
+    pub bodies: Vec<(&'a str, &'a [u8], i64)>,
+    pub messages: Vec<(usize, &'a MessageUpdate)>,
+    pub statuses: Vec<(usize, &'a StatusUpdate)>,
+    /// Per outbound wamid: the highest ranked status of the batch (or an unranked one).
+    pub states: Vec<StateRow<'a>>,
+    pub contacts: Vec<ContactRow>,
+    pub events: Vec<EventRow<'a>>,
+}
+
+/// Moves an outbound message's state forward (creating it when only its statuses are known).
+pub struct StateRow<'a> {
+    pub wamid: &'a str,
+    pub business_phone_number_id: &'a str,
+    pub recipient_id: &'a str,
+    pub timestamp_s: i64,
+    /// `None` when no status of the batch has a rank (the timeline still gets them).
+    pub status: Option<DeliveryStatus>,
+}
+
+/// A contact's changes merged over the batch.
+pub struct ContactRow {
+    pub business_phone_number_id: String,
+    pub contact_id: String,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub profile_name: Option<String>,
+    pub seen_at_ms: i64,
+    /// Newest inbound message time (Unix s), 0 when the batch has none from this contact.
+    pub last_inbound_s: i64,
+}
+
+/// A non-message update or a `value.errors` item.
+pub struct EventRow<'a> {
+    pub slot: usize,
+    pub dedup_key: &'a str,
+    pub waba_id: &'a str,
+    pub business_phone_number_id: &'a str,
+    pub field: &'a str,
+    pub kind: &'static str,
+    pub error_code: i64,
+    pub raw_json: &'a str,
+}
+
+impl<'a> BatchPlan<'a> {
+    pub fn new(batch: &'a [IncomingWebhook]) -> Self {
+        let mut bodies = BTreeMap::new();
+        let mut messages = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        let mut states: BTreeMap<&str, StateRow> = BTreeMap::new();
+        let mut contacts: BTreeMap<(String, String), ContactRow> = BTreeMap::new();
+        let mut events = BTreeMap::new();
+        for (slot, webhook) in batch.iter().enumerate() {
+            let updates = &webhook.updates;
+            bodies
+                .entry(webhook.body_sha256.as_str())
+                .or_insert((webhook.body_sha256.as_str(), webhook.raw_body.as_slice(), webhook.received_at_ms));
+            for m in &updates.messages {
+                let direction = super::Direction::from(m.direction).as_str();
+                messages.entry((m.wamid.as_str(), direction)).or_insert((slot, m));
+                if m.direction == wamesh_whatsapp::Direction::Inbound && !m.contact_id.is_empty() {
+                    let row = contact_row(&mut contacts, &m.business_phone_number_id, &m.contact_id, webhook.received_at_ms);
+                    row.last_inbound_s = row.last_inbound_s.max(m.timestamp);
+                }
+            }
+            for s in &updates.statuses {
+                statuses.entry((s.wamid.as_str(), s.status.as_str())).or_insert((slot, s));
+                let ranked = DeliveryStatus::parse(&s.status);
+                let state = states.entry(s.wamid.as_str()).or_insert(StateRow {
+                    wamid: &s.wamid,
+                    business_phone_number_id: &s.business_phone_number_id,
+                    recipient_id: &s.recipient_id,
+                    timestamp_s: s.timestamp,
+                    status: None,
+                });
+                if ranked > state.status {
+                    state.status = ranked;
+                    state.timestamp_s = s.timestamp;
+                }
+            }
+            for c in &updates.contacts {
+                let row = contact_row(&mut contacts, &c.business_phone_number_id, &c.contact_id, webhook.received_at_ms);
+                row.wa_id = c.wa_id.clone().or(row.wa_id.take());
+                row.user_id = c.user_id.clone().or(row.user_id.take());
+                row.profile_name = c.profile_name.clone().or(row.profile_name.take());
+            }
+            for e in &updates.errors {
+                events.entry(e.dedup_key.as_str()).or_insert(EventRow {
+                    slot,
+                    dedup_key: &e.dedup_key,
+                    waba_id: &e.waba_id,
+                    business_phone_number_id: &e.business_phone_number_id,
+                    field: "messages",
+                    kind: "error",
+                    error_code: e.error.code,
+                    raw_json: &e.raw,
+                });
+            }
+            for o in &updates.other {
+                events.entry(o.dedup_key.as_str()).or_insert(EventRow {
+                    slot,
+                    dedup_key: &o.dedup_key,
+                    waba_id: &o.waba_id,
+                    business_phone_number_id: &o.business_phone_number_id,
+                    field: &o.field,
+                    kind: "field",
+                    error_code: 0,
+                    raw_json: &o.raw,
+                });
+            }
+        }
+        Self {
+            bodies: bodies.into_values().collect(),
+            messages: messages.into_values().collect(),
+            statuses: statuses.into_values().collect(),
+            states: states.into_values().collect(),
+            contacts: contacts.into_values().collect(),
+            events: events.into_values().collect(),
+        }
+    }
+
+    /// The outcome of each webhook, from what the database reported as newly inserted.
+    pub fn outcomes(
+        batch: &[IncomingWebhook],
+        delivery_ids: &[i64],
+        new_bodies: &HashSet<String>,
+        new_message_slots: &[usize],
+        new_status_slots: &[usize],
+    ) -> Vec<IngestOutcome> {
+        let mut body_owner: HashMap<&str, usize> = HashMap::new();
+        batch
+            .iter()
+            .enumerate()
+            .map(|(slot, webhook)| {
+                let owner = *body_owner.entry(webhook.body_sha256.as_str()).or_insert(slot);
+                let [messages, statuses, contacts, errors, other_fields] =
+                    webhook.updates.counts().map(|n| n as u32);
+                IngestOutcome {
+                    delivery_id: delivery_ids[slot],
+                    duplicate_body: owner != slot || !new_bodies.contains(&webhook.body_sha256),
+                    counts: UpdateCounts { messages, statuses, contacts, errors, other_fields },
+                    new_messages: new_message_slots.iter().filter(|s| **s == slot).count() as u32,
+                    new_statuses: new_status_slots.iter().filter(|s| **s == slot).count() as u32,
+                }
+            })
+            .collect()
+    }
+}
+
+fn contact_row<'m>(
+    contacts: &'m mut BTreeMap<(String, String), ContactRow>,
+    phone: &str,
+    contact_id: &str,
+    seen_at_ms: i64,
+) -> &'m mut ContactRow {
+    let row = contacts
+        .entry((phone.to_owned(), contact_id.to_owned()))
+        .or_insert_with(|| ContactRow {
+            business_phone_number_id: phone.to_owned(),
+            contact_id: contact_id.to_owned(),
+            wa_id: None,
+            user_id: None,
+            profile_name: None,
+            seen_at_ms,
+            last_inbound_s: 0,
+        });
+    row.seen_at_ms = row.seen_at_ms.max(seen_at_ms);
+    row
+}
+
+/// Errors as stored: a JSON array of `{code, title, message, details}`.
+pub fn errors_json(errors: &[ApiError]) -> String {
+    let items: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|e| serde_json::json!({"code": e.code, "title": e.title, "message": e.message, "details": e.details}))
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
