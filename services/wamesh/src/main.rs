@@ -1,1 +1,20 @@
-fn main() {}
+//! `wamesh`: the one binary. Reads the command line, sets up telemetry, runs the command until
+//! it ends or a signal stops it, then flushes telemetry. Everything else is library code.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use wamesh::{cli, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    // reqwest is built without a crypto provider of its own; use ring, like sqlx.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let telemetry = wamesh_telemetry::init(&wamesh_telemetry::TelemetryConfig::from_env(cli.command.service_name()))?;
+    let result = run::command(cli.command).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "wamesh stopped with an error");
+    }
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}

@@ -1,0 +1,260 @@
+//! `wamesh bench ingest`: signed webhooks (new messages and statuses, unique ids, 1 in 4 a
+//! message: Meta's 3 statuses per outgoing message plus the incoming one) from 64 concurrent
+//! senders through the gateway until durably stored; then, on the same Postgres at the same
+//! concurrency, the baseline: single-row INSERTs, one transaction each.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Args;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use wamesh_runtime::{BusinessNumber, Secret};
+
+use super::{Measured, drive};
+use crate::cli::parse_duration;
+use crate::mesh::{Mesh, MeshConfig};
+use crate::run::DevSecrets;
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestBench {
+    /// The gateway to load (default: the local `wamesh dev` mesh).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Start gateway and messaging inside this process on --database-url instead of --target.
+    #[arg(long)]
+    pub in_process: bool,
+    /// The app secret to sign with (default: WAMESH_APP_SECRET, else <data-dir>/dev-secrets.json).
+    #[arg(long, env = "WAMESH_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    #[arg(long, env = "WAMESH_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The Postgres of the baseline (and of the mesh, with --in-process).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+pub async fn run(args: IngestBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.database_url.starts_with("postgres"),
+        "the baseline needs Postgres: set --database-url or DATABASE_URL to a postgres:// URL"
+    );
+    let (secret, mesh) = if args.in_process {
+        let secret = Secret::generate().expose().to_owned();
+        let mesh = start_mesh(&args, &secret).await?;
+        (secret, Some(mesh))
+    } else {
+        (signing_secret(&args)?, None)
+    };
+    let target = match &mesh {
+        Some(mesh) => format!("http://{}", mesh.gateway_addr),
+        None => args.target.trim_end_matches('/').to_owned(),
+    };
+    println!(
+        "wamesh bench ingest: {} senders, {:?} (+{:?} warm-up), target {target}{}",
+        args.concurrency,
+        args.duration,
+        args.warmup,
+        mesh.as_ref().map(|m| format!(" (in process, {})", m.backend)).unwrap_or_default()
+    );
+
+    let ingest = load_gateway(&args, &target, &secret).await?;
+    if let Some(mesh) = mesh {
+        mesh.stop().await?;
+    }
+    let baseline = baseline_inserts(&args).await?;
+
+    let throughput = ingest.per_second();
+    let baseline_per_s = baseline.per_second();
+    let ratio = throughput / baseline_per_s.max(1e-9);
+    let (p50, p99, max) = (ingest.quantile_ms(0.5), ingest.quantile_ms(0.99), ingest.quantile_ms(1.0));
+    let over_1s = ingest.share_over(Duration::from_secs(1));
+    println!(
+        "ingest:   {} webhooks stored in {:.1} s = {throughput:.0}/s; p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; over 1 s {:.2}%; errors {}",
+        ingest.ok,
+        ingest.elapsed.as_secs_f64(),
+        over_1s * 100.0,
+        ingest.errors
+    );
+    for e in &ingest.error_samples {
+        println!("          error: {e}");
+    }
+    println!(
+        "baseline: {} single-row INSERTs in {:.1} s = {baseline_per_s:.0}/s; p50 {:.1} ms, p99 {:.1} ms; errors {}",
+        baseline.ok,
+        baseline.elapsed.as_secs_f64(),
+        baseline.quantile_ms(0.5),
+        baseline.quantile_ms(0.99),
+        baseline.errors
+    );
+    println!("ratio:    {ratio:.2} (goal: at least 1.0, median under 250 ms, under 1% over 1 s)");
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": "ingest",
+            "throughput_per_s": round(throughput),
+            "baseline_per_s": round(baseline_per_s),
+            "ratio": round(ratio),
+            "p50_ms": round(p50),
+            "p99_ms": round(p99),
+            "max_ms": round(max),
+            "over_1s_share": over_1s,
+            "errors": ingest.errors,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration.as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn signing_secret(args: &IngestBench) -> anyhow::Result<String> {
+    if let Some(secret) = args.app_secret.clone().filter(|s| !s.is_empty()) {
+        return Ok(secret);
+    }
+    let secrets = DevSecrets::load(&args.data_dir)
+        .context("no WAMESH_APP_SECRET, and no dev secrets: start `wamesh dev` first, or use --in-process")?;
+    Ok(secrets.app_secret)
+}
+
+async fn start_mesh(args: &IngestBench, secret: &str) -> anyhow::Result<Mesh> {
+    Mesh::start(MeshConfig {
+        gateway_listener: TcpListener::bind("127.0.0.1:0").await?,
+        messaging_listener: TcpListener::bind("127.0.0.1:0").await?,
+        database_url: args.database_url.clone(),
+        db_max_connections: 16,
+        ingest: Default::default(),
+        numbers: vec![BusinessNumber {
+            phone_number_id: None,
+            waba_id: None,
+            app_secret: Secret::new(secret),
+            verify_token: Secret::generate(),
+            access_token: None,
+        }],
+        ingest_timeout: Duration::from_secs(10),
+    })
+    .await
+}
+
+async fn load_gateway(args: &IngestBench, target: &str, secret: &str) -> anyhow::Result<Measured> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .build()?;
+    let url: Arc<str> = format!("{target}/api/webhooks/whatsapp").into();
+    let secret: Arc<str> = secret.into();
+    let run = format!("{:x}", rand_u64());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let measured = drive(args.concurrency, args.warmup, args.duration, move |n| {
+        let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
+        let body = webhook(&run, n, now);
+        async move {
+            let signature = wamesh_whatsapp::sign(secret.as_bytes(), body.as_bytes());
+            let response = client
+                .post(&*url)
+                .header("content-type", "application/json")
+                .header(wamesh_whatsapp::SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            match response.status().as_u16() {
+                200 => Ok(()),
+                code => Err(format!("HTTP {code}: {}", response.text().await.unwrap_or_default())),
+            }
+        }
+    })
+    .await;
+    Ok(measured)
+}
+
+/// The n-th webhook of a run: one in four a new inbound text message, the rest the sent,
+/// delivered and read statuses of an outgoing one. Every id is unique to the run.
+pub fn webhook(run: &str, n: u64, now: u64) -> String {
+    let user = format!("1555{:07}", n % 10_000);
+    let value = if n % 4 == 0 {
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "bench-phone"},
+            "contacts": [{"profile": {"name": "Bench User"}, "wa_id": user}],
+            "messages": [{"from": user, "id": format!("wamid.bench.{run}.in.{n}"), "timestamp": now.to_string(),
+                          "type": "text", "text": {"body": format!("hello number {n}")}}]
+        })
+    } else {
+        let status = ["sent", "delivered", "read"][(n % 4 - 1) as usize];
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "bench-phone"},
+            "statuses": [{"id": format!("wamid.bench.{run}.out.{}", n / 4), "status": status,
+                          "timestamp": now.to_string(), "recipient_id": user,
+                          "pricing": {"billable": false, "pricing_model": "PMP", "category": "service"}}]
+        })
+    };
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "bench-waba", "changes": [{"field": "messages", "value": value}]}]
+    })
+    .to_string()
+}
+
+async fn baseline_inserts(args: &IngestBench) -> anyhow::Result<Measured> {
+    let pool = PgPoolOptions::new()
+        .max_connections(args.concurrency as u32)
+        .min_connections(args.concurrency as u32)
+        .connect(&args.database_url)
+        .await
+        .context("connecting to the baseline's Postgres")?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS wamesh_bench_baseline (id BIGSERIAL PRIMARY KEY, received_at_ms BIGINT NOT NULL, payload TEXT NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let payload: Arc<str> = webhook("baseline", 1, 0).into();
+    let measured = drive(args.concurrency, args.warmup, args.duration, move |_| {
+        let (pool, payload) = (pool.clone(), payload.clone());
+        async move {
+            sqlx::query("INSERT INTO wamesh_bench_baseline (received_at_ms, payload) VALUES ($1, $2)")
+                .bind(0_i64)
+                .bind(&*payload)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let pool = PgPoolOptions::new().max_connections(1).connect(&args.database_url).await?;
+    sqlx::query("DROP TABLE IF EXISTS wamesh_bench_baseline").execute(&pool).await?;
+    Ok(measured)
+}
+
+fn rand_u64() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_webhooks_are_valid_envelopes_with_unique_ids() {
+        let mut ids = std::collections::HashSet::new();
+        for n in 0..40 {
+            let body = webhook("r", n, 1_700_000_000);
+            let updates = wamesh_whatsapp::Updates::from_webhook(&wamesh_whatsapp::Webhook::parse(body.as_bytes()).unwrap());
+            let [messages, statuses, ..] = updates.counts();
+            assert_eq!(messages + statuses, 1);
+            let key = updates.messages.first().map(|m| m.wamid.clone())
+                .unwrap_or_else(|| format!("{}/{}", updates.statuses[0].wamid, updates.statuses[0].status));
+            assert!(ids.insert(key), "webhook {n} repeats an id");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The command line. Every option can also come from the environment variable it names, so the
+//! same binary is configured by flags on a laptop and by env in Kubernetes.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "wamesh", version, about = "WhatsApp Business messaging as a gRPC service mesh")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole mesh in one process (SQLite under ./data unless DATABASE_URL is set).
+    Dev(DevArgs),
+    /// Run the REST gateway (webhooks, health, metrics).
+    Gateway(GatewayArgs),
+    /// Run the messaging service (gRPC; metrics and health on --metrics-addr).
+    Messaging(MessagingArgs),
+    /// Create or update messaging's database schema, then exit.
+    Migrate(StoreArgs),
+    /// Measure the mesh against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+impl Command {
+    /// The service name telemetry reports.
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Self::Dev(_) => "wamesh-dev",
+            Self::Gateway(_) => "gateway",
+            Self::Messaging(_) => "messaging",
+            Self::Migrate(_) => "wamesh-migrate",
+            Self::Bench(_) => "wamesh-bench",
+        }
+    }
+}
+
+/// The default business number and app (more come from `WAMESH_NUMBERS_FILE`).
+#[derive(Debug, Clone, Args)]
+pub struct NumberArgs {
+    /// The Meta app secret that signs webhooks.
+    #[arg(long, env = "WAMESH_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// The token Meta's verify handshake must present.
+    #[arg(long, env = "WAMESH_VERIFY_TOKEN", hide_env_values = true)]
+    pub verify_token: Option<String>,
+    /// The Graph API access token (used for sending).
+    #[arg(long, env = "WAMESH_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+    /// Restrict the default to one phone number id (unset: it serves any number).
+    #[arg(long, env = "WAMESH_PHONE_NUMBER_ID")]
+    pub phone_number_id: Option<String>,
+    #[arg(long, env = "WAMESH_WABA_ID")]
+    pub waba_id: Option<String>,
+    /// A JSON file of more business numbers: [{phone_number_id, waba_id, app_secret, verify_token, access_token}].
+    #[arg(long, env = "WAMESH_NUMBERS_FILE")]
+    pub numbers_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// messaging's database: postgres://... or sqlite://path?mode=rwc.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/messaging.db?mode=rwc")]
+    pub database_url: String,
+    #[arg(long, env = "WAMESH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Transactions group commit may have in flight at once (SQLite always uses 1).
+    #[arg(long, env = "WAMESH_INGEST_COMMITTERS", default_value_t = 2)]
+    pub ingest_committers: usize,
+    /// Webhooks in one transaction at most.
+    #[arg(long, env = "WAMESH_INGEST_MAX_BATCH", default_value_t = 256)]
+    pub ingest_max_batch: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    #[arg(long, env = "WAMESH_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+    /// messaging's gRPC address.
+    #[arg(long, env = "WAMESH_MESSAGING_URL", default_value = "http://127.0.0.1:50051")]
+    pub messaging_url: String,
+    /// How long a webhook may wait for messaging before the gateway answers 503.
+    #[arg(long, env = "WAMESH_INGEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ingest_timeout: Duration,
+    #[command(flatten)]
+    pub number: NumberArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MessagingArgs {
+    #[arg(long, env = "WAMESH_MESSAGING_ADDR", default_value = "0.0.0.0:50051")]
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "WAMESH_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    #[arg(long, env = "WAMESH_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub gateway_addr: SocketAddr,
+    #[arg(long, env = "WAMESH_MESSAGING_ADDR", default_value = "127.0.0.1:50051")]
+    pub messaging_addr: SocketAddr,
+    /// Where the embedded database and the generated development secrets live.
+    #[arg(long, env = "WAMESH_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Use this database instead of SQLite under --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis, for the rate-limit service when it arrives (in-memory buckets when unset).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub number: NumberArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Signed message and status webhooks through the gateway, against single-row INSERTs into
+    /// the same Postgres at the same concurrency.
+    Ingest(crate::bench::ingest::IngestBench),
+}
+
+/// `10s`, `500ms`, `2m` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

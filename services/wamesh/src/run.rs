@@ -1,0 +1,212 @@
+//! What each command runs. Each one binds its listeners, starts its service(s), waits for
+//! SIGTERM/SIGINT, and drains.
+use std::path::Path;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use wamesh_gateway::{Gateway, GatewayConfig};
+use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
+
+use crate::cli::{BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, MessagingArgs, NumberArgs, StoreArgs};
+use crate::mesh::{Mesh, MeshConfig};
+
+pub async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Dev(args) => dev(args).await,
+        Command::Gateway(args) => gateway(args).await,
+        Command::Messaging(args) => messaging(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let database_url = args.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}?mode=rwc", args.data_dir.join("messaging.db").display())
+    });
+    let number = dev_number(&args.number, &args.data_dir)?;
+    let mut numbers = vec![number.clone()];
+    numbers.extend(numbers_file(&args.number)?);
+    let mesh = Mesh::start(MeshConfig {
+        gateway_listener: bind(args.gateway_addr).await?,
+        messaging_listener: bind(args.messaging_addr).await?,
+        database_url,
+        db_max_connections: 16,
+        ingest: ingest_config(&args.ingest),
+        numbers,
+        ingest_timeout: std::time::Duration::from_secs(10),
+    })
+    .await?;
+    println!("wamesh dev is running (storage: {})", mesh.backend);
+    println!("  gateway    http://{}  (webhooks: POST /api/webhooks/whatsapp, health: /api/webhooks/whatsapp/health, /metrics)", mesh.gateway_addr);
+    println!("  messaging  grpc://{}  (wamesh.messaging.v1.Messaging, reflection on)", mesh.messaging_addr);
+    if args.redis_url.is_some() {
+        println!("  REDIS_URL is set; it will be used by the rate-limit service when that service is part of the mesh");
+    }
+    if args.number.app_secret.is_none() {
+        println!("  development credentials (kept in {}):", args.data_dir.join("dev-secrets.json").display());
+        println!("    WAMESH_APP_SECRET={}", number.app_secret.expose());
+        println!("    WAMESH_VERIFY_TOKEN={}", number.verify_token.expose());
+    }
+    println!("Ctrl-C stops it.");
+    wait_for_signal().await;
+    mesh.stop().await
+}
+
+async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let mut numbers = numbers_file(&args.number)?;
+    if let Some(default) = env_number(&args.number) {
+        numbers.insert(0, default);
+    }
+    if numbers.is_empty() {
+        tracing::warn!("no app secret configured: every webhook will be refused (set WAMESH_APP_SECRET)");
+    }
+    let gateway = Gateway::build(GatewayConfig {
+        numbers,
+        messaging_url: args.messaging_url,
+        ingest_timeout: args.ingest_timeout,
+    })?;
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    serve_until_signal(|stop| gateway.serve(listener, stop)).await
+}
+
+async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
+    let messaging = Messaging::build(&MessagingConfig {
+        database_url: args.store.database_url.clone(),
+        max_db_connections: args.store.db_max_connections,
+        ingest: ingest_config(&args.ingest),
+    })
+    .await
+    .context("starting messaging")?;
+    let store = messaging.store();
+    let admin = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    match store.ping().await {
+                        Ok(()) => (axum::http::StatusCode::OK, "ready"),
+                        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+                    }
+                }
+            }),
+        )
+        .merge(wamesh_runtime::metrics::router(wamesh_runtime::metrics::install()));
+    let admin_listener = bind(args.metrics_addr).await?;
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "messaging listening");
+    serve_until_signal(|stop| async move {
+        let admin_stop = stop.clone();
+        let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
+        let (grpc, admin) = tokio::join!(messaging.serve(listener, stop), admin);
+        admin?;
+        grpc
+    })
+    .await
+}
+
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let store = wamesh_messaging::store::open(&args.database_url, 1).await.context("migrating messaging's database")?;
+    println!("messaging's {} schema is up to date", store.backend());
+    Ok(())
+}
+
+/// Runs a server until SIGTERM/SIGINT, then gives it the drain deadline to finish.
+async fn serve_until_signal<F>(serve: impl FnOnce(Shutdown) -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let stop = Shutdown::new();
+    let task = tokio::spawn(serve(stop.clone()));
+    tokio::select! {
+        () = wait_for_signal() => {}
+        () = stop.cancelled() => {}
+    }
+    stop.cancel();
+    match tokio::time::timeout(wamesh_runtime::shutdown::DRAIN_TIMEOUT, task).await {
+        Ok(joined) => joined?,
+        Err(_) => anyhow::bail!("did not drain within {:?}", wamesh_runtime::shutdown::DRAIN_TIMEOUT),
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+fn ingest_config(args: &IngestArgs) -> IngestConfig {
+    IngestConfig { committers: args.ingest_committers, max_batch: args.ingest_max_batch, ..IngestConfig::default() }
+}
+
+fn numbers_file(args: &NumberArgs) -> anyhow::Result<Vec<BusinessNumber>> {
+    match &args.numbers_file {
+        Some(path) => wamesh_runtime::numbers::load_file(path),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The default number from `WAMESH_APP_SECRET` and friends, when a secret is set.
+fn env_number(args: &NumberArgs) -> Option<BusinessNumber> {
+    let app_secret = args.app_secret.clone().filter(|s| !s.is_empty())?;
+    Some(BusinessNumber {
+        phone_number_id: args.phone_number_id.clone(),
+        waba_id: args.waba_id.clone(),
+        app_secret: Secret::new(app_secret),
+        verify_token: Secret::new(args.verify_token.clone().unwrap_or_default()),
+        access_token: args.access_token.clone().map(Secret::new),
+    })
+}
+
+/// `wamesh dev`'s default number: from the environment, else from `<data>/dev-secrets.json`,
+/// else generated there, so a restarted dev mesh keeps its secrets.
+pub fn dev_number(args: &NumberArgs, data_dir: &Path) -> anyhow::Result<BusinessNumber> {
+    if let Some(number) = env_number(args) {
+        return Ok(number);
+    }
+    let secrets = DevSecrets::load_or_create(data_dir)?;
+    Ok(BusinessNumber {
+        phone_number_id: args.phone_number_id.clone(),
+        waba_id: args.waba_id.clone(),
+        app_secret: Secret::new(secrets.app_secret),
+        verify_token: Secret::new(args.verify_token.clone().unwrap_or(secrets.verify_token)),
+        access_token: Some(Secret::new(args.access_token.clone().unwrap_or(secrets.access_token))),
+    })
+}
+
+/// Development credentials generated once per data directory.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DevSecrets {
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+}
+
+impl DevSecrets {
+    pub const FILE: &'static str = "dev-secrets.json";
+
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        if data_dir.join(Self::FILE).exists() {
+            return Self::load(data_dir);
+        }
+        let secrets = Self {
+            app_secret: Secret::generate().expose().to_owned(),
+            verify_token: Secret::generate().expose().to_owned(),
+            access_token: Secret::generate().expose().to_owned(),
+        };
+        let path = data_dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&secrets)?).with_context(|| format!("writing {}", path.display()))?;
+        Ok(secrets)
+    }
+}
