@@ -140,7 +140,7 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
-fn ingest_config(args: &IngestArgs) -> IngestConfig {
+pub fn ingest_config(args: &IngestArgs) -> IngestConfig {
     IngestConfig { committers: args.ingest_committers, max_batch: args.ingest_max_batch, ..IngestConfig::default() }
 }
 

@@ -55,7 +55,6 @@ impl Backend {
 
 /// A running mesh of one test, with its own database, ports and secrets.
 pub struct TestMesh {
-    pub backend: Backend,
     pub database_url: String,
     /// `http://127.0.0.1:<port>`.
     pub gateway_url: String,
@@ -137,7 +136,7 @@ impl TestMesh {
         .unwrap_or_else(|e| panic!("starting the mesh on {}: {e:#}", backend.name()));
         assert_eq!(mesh.backend, backend.name(), "messaging runs on the backend the test asked for");
         let (gateway_addr, messaging_addr) = (mesh.gateway_addr, mesh.messaging_addr);
-        Self::connect(backend, database_url, app_secret, verify_token, gateway_addr, messaging_addr, Services::Whole(mesh))
+        Self::connect(database_url, app_secret, verify_token, gateway_addr, messaging_addr, Services::Whole(mesh))
             .await
     }
 
@@ -160,11 +159,10 @@ impl TestMesh {
         let gateway_addr = gateway_listener.local_addr().expect("gateway address");
         let gateway = Running::spawn(|stop| gateway.serve(gateway_listener, stop));
         let services = Services::Split { gateway, messaging: Some(messaging) };
-        Self::connect(backend, database_url, app_secret, verify_token, gateway_addr, messaging_addr, services).await
+        Self::connect(database_url, app_secret, verify_token, gateway_addr, messaging_addr, services).await
     }
 
     async fn connect(
-        backend: Backend,
         database_url: String,
         app_secret: Secret,
         verify_token: Secret,
@@ -185,7 +183,6 @@ impl TestMesh {
         // Big deliveries and pages come back whole: allow more than tonic's 4 MiB default.
         let grpc = MessagingClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         Self {
-            backend,
             database_url,
             gateway_url: format!("http://{gateway_addr}"),
             app_secret,

@@ -219,10 +219,24 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Postgres codes that mean "try again": serialization failure, deadlock, shutdown, too many
-/// connections; SQLite's BUSY and LOCKED.
+impl StoreError {
+    /// Failing to get a connection at all means the database is unreachable, whatever the
+    /// server said (Postgres refuses with "not accepting connections", SQLSTATE 55000, say).
+    pub fn connecting(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Migrate(_) => Self::Other(e),
+            e => Self::Unavailable(e),
+        }
+    }
+}
+
+/// Postgres codes that mean "try again": connection exceptions (class 08), serialization
+/// failure, deadlock, shutdown, too many connections; SQLite's BUSY and LOCKED.
 fn is_transient_db_code(code: Option<&str>) -> bool {
-    matches!(code, Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "5" | "6" | "517" | "262"))
+    match code {
+        Some(code) if code.starts_with("08") => true,
+        code => matches!(code, Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "5" | "6" | "517" | "262")),
+    }
 }
 
 /// messaging's storage. Every method is one round of work against the database.

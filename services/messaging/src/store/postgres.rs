@@ -40,7 +40,7 @@ impl PgStore {
 impl Store for PgStore {
     async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::connecting)?;
 
         let delivery_ids: Vec<i64> = sqlx::query_scalar(
             "SELECT nextval('webhook_deliveries_id_seq') FROM generate_series(1, $1)",
@@ -160,7 +160,8 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::connecting)?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -171,9 +172,13 @@ impl Store for PgStore {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
 
-/// Inserts the batch's messages; answers the slots of those that were new.
+/// Inserts the batch's messages; answers the slots of those that were new. A message known
+/// until now only from its statuses (origin `external`) gets its content; its state stays.
 async fn insert_messages(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<Vec<usize>, StoreError> {
     let rows = &plan.messages;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     let col = |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
     let media = |f: fn(&wamesh_whatsapp::Media) -> &str| {
         rows.iter().map(|(_, m)| m.media.as_ref().map(f)).collect::<Vec<_>>()
@@ -189,7 +194,20 @@ async fn insert_messages(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[Incomin
              $14::text[], $15::text[], $16::text[], $17::float8[], $18::float8[], $19::text[], $20::text[],
              $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::bool[],
              $27::text[], $28::text[])
-         ON CONFLICT (wamid, direction) DO NOTHING RETURNING wamid, direction",
+         ON CONFLICT (wamid, direction) DO UPDATE SET origin = EXCLUDED.origin,
+             business_phone_number_id = EXCLUDED.business_phone_number_id, contact_id = EXCLUDED.contact_id,
+             type = EXCLUDED.type, timestamp_s = EXCLUDED.timestamp_s, received_at_ms = EXCLUDED.received_at_ms,
+             delivery_id = EXCLUDED.delivery_id, text_body = EXCLUDED.text_body, media_id = EXCLUDED.media_id,
+             media_mime_type = EXCLUDED.media_mime_type, media_sha256 = EXCLUDED.media_sha256,
+             media_caption = EXCLUDED.media_caption, media_filename = EXCLUDED.media_filename,
+             media_url = EXCLUDED.media_url, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+             location_name = EXCLUDED.location_name, location_address = EXCLUDED.location_address,
+             reply_id = EXCLUDED.reply_id, reply_title = EXCLUDED.reply_title,
+             target_message_id = EXCLUDED.target_message_id, reaction_emoji = EXCLUDED.reaction_emoji,
+             context_message_id = EXCLUDED.context_message_id, forwarded = EXCLUDED.forwarded,
+             errors_json = EXCLUDED.errors_json, raw_json = EXCLUDED.raw_json
+         WHERE messages.origin = 'external'
+         RETURNING wamid, direction",
     )
     .bind(rows.iter().map(|(_, m)| Direction::from(m.direction).as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, m)| m.wamid.as_str()).collect::<Vec<_>>())
@@ -232,6 +250,9 @@ async fn insert_messages(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[Incomin
 /// Inserts the batch's status events; answers the slots of those that were new.
 async fn insert_statuses(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<Vec<usize>, StoreError> {
     let rows = &plan.statuses;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO message_statuses (wamid, status, timestamp_s, received_at_ms, delivery_id,
              business_phone_number_id, recipient_id, errors_json, pricing_category, conversation_id, raw_json)
@@ -263,6 +284,9 @@ async fn insert_statuses(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[Incomin
 /// Creates outbound messages known only by their statuses, and moves states forward, never back.
 async fn advance_states(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, stored_at_ms: i64) -> Result<(), StoreError> {
     let rows = &plan.states;
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
              timestamp_s, received_at_ms, forwarded, errors_json, raw_json, status, status_rank)
@@ -285,6 +309,9 @@ async fn advance_states(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, stored_at_ms: i64
 
 async fn upsert_contacts(tx: &mut Tx<'_>, plan: &BatchPlan<'_>) -> Result<(), StoreError> {
     let rows = &plan.contacts;
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO contacts (business_phone_number_id, contact_id, wa_id, user_id, profile_name,
              first_seen_ms, last_seen_ms, last_inbound_s)
@@ -312,6 +339,9 @@ async fn upsert_contacts(tx: &mut Tx<'_>, plan: &BatchPlan<'_>) -> Result<(), St
 
 async fn insert_events(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<(), StoreError> {
     let rows = &plan.events;
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO webhook_events (dedup_key, delivery_id, received_at_ms, waba_id, business_phone_number_id,
              field, kind, error_code, raw_json)

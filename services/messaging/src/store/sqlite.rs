@@ -41,7 +41,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::connecting)?;
 
         let last_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries")
             .fetch_one(&mut *tx)
@@ -71,7 +71,19 @@ impl Store for SqliteStore {
                      reply_id, reply_title, target_message_id, reaction_emoji, context_message_id, forwarded,
                      errors_json, raw_json)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (wamid, direction) DO NOTHING",
+                 ON CONFLICT (wamid, direction) DO UPDATE SET origin = excluded.origin,
+                     business_phone_number_id = excluded.business_phone_number_id, contact_id = excluded.contact_id,
+                     type = excluded.type, timestamp_s = excluded.timestamp_s, received_at_ms = excluded.received_at_ms,
+                     delivery_id = excluded.delivery_id, text_body = excluded.text_body, media_id = excluded.media_id,
+                     media_mime_type = excluded.media_mime_type, media_sha256 = excluded.media_sha256,
+                     media_caption = excluded.media_caption, media_filename = excluded.media_filename,
+                     media_url = excluded.media_url, latitude = excluded.latitude, longitude = excluded.longitude,
+                     location_name = excluded.location_name, location_address = excluded.location_address,
+                     reply_id = excluded.reply_id, reply_title = excluded.reply_title,
+                     target_message_id = excluded.target_message_id, reaction_emoji = excluded.reaction_emoji,
+                     context_message_id = excluded.context_message_id, forwarded = excluded.forwarded,
+                     errors_json = excluded.errors_json, raw_json = excluded.raw_json
+                 WHERE messages.origin = 'external'",
             )
             .bind(Direction::from(m.direction).as_str())
             .bind(&m.wamid)
@@ -309,7 +321,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::connecting)?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
         Ok(())
     }
 

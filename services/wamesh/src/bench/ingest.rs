@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
 
 use super::{Measured, drive};
-use crate::cli::parse_duration;
+use crate::cli::{IngestArgs, parse_duration};
 use crate::mesh::{Mesh, MeshConfig};
 use crate::run::DevSecrets;
 
@@ -39,6 +39,9 @@ pub struct IngestBench {
     pub duration: Duration,
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Group commit of the in-process mesh.
+    #[command(flatten)]
+    pub ingest: IngestArgs,
 }
 
 pub async fn run(args: IngestBench) -> anyhow::Result<()> {
@@ -68,6 +71,7 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     let ingest = load_gateway(&args, &target, &secret).await?;
     if let Some(mesh) = mesh {
         mesh.stop().await?;
+        println!("group commit: {}", batch_summary());
     }
     let baseline = baseline_inserts(&args).await?;
 
@@ -114,6 +118,19 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Commits and mean batch size, from this process's metrics (in-process mesh only).
+fn batch_summary() -> String {
+    let text = wamesh_runtime::metrics::install().render();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (commits, webhooks) = (value("wamesh_ingest_batch_size_count"), value("wamesh_ingest_batch_size_sum"));
+    format!("{commits:.0} transactions, {:.1} webhooks each on average", webhooks / commits.max(1.0))
+}
+
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -133,7 +150,7 @@ async fn start_mesh(args: &IngestBench, secret: &str) -> anyhow::Result<Mesh> {
         messaging_listener: TcpListener::bind("127.0.0.1:0").await?,
         database_url: args.database_url.clone(),
         db_max_connections: 16,
-        ingest: Default::default(),
+        ingest: crate::run::ingest_config(&args.ingest),
         numbers: vec![BusinessNumber {
             phone_number_id: None,
             waba_id: None,
@@ -182,7 +199,7 @@ async fn load_gateway(args: &IngestBench, target: &str, secret: &str) -> anyhow:
 /// delivered and read statuses of an outgoing one. Every id is unique to the run.
 pub fn webhook(run: &str, n: u64, now: u64) -> String {
     let user = format!("1555{:07}", n % 10_000);
-    let value = if n % 4 == 0 {
+    let value = if n.is_multiple_of(4) {
         serde_json::json!({
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550000000", "phone_number_id": "bench-phone"},
