@@ -39,9 +39,7 @@ where
         .map_err(|e| anyhow::anyhow!("invalid log filter {:?}: {e}", config.log_filter))?;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            !is_exporter_internal(meta.target())
-        }));
+        .with_filter(NotExporterInternal);
     let dispatch = Arc::new(OnceLock::new());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if config.json_logs {
@@ -72,6 +70,24 @@ where
         .with(otel)
         .with(fmt)
         .with(DispatchCapture(dispatch)))
+}
+
+/// Keeps the exporter's own spans out of OpenTelemetry. Decided once per callsite (a plain
+/// `filter_fn` would be asked again on every span and event, which showed in profiles).
+struct NotExporterInternal;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NotExporterInternal {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        !is_exporter_internal(meta.target())
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if is_exporter_internal(meta.target()) {
+            tracing::subscriber::Interest::never()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
 }
 
 /// Targets whose spans must not become OpenTelemetry spans: the exporter's own

@@ -3,6 +3,10 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+
+/// mimalloc: the services allocate per request; glibc's malloc showed up at ~15% of CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use wamesh::{cli, run};
 
 #[tokio::main]

@@ -1,6 +1,7 @@
-//! The Postgres store (production). A batch is a handful of statements whatever its size: every
-//! table is written with one `INSERT ... SELECT FROM UNNEST(arrays)`, so group commit turns many
-//! webhooks into few round trips and one WAL flush.
+//! The Postgres store (production). A whole batch is ONE call of the `wamesh_ingest_batch`
+//! function (migration 0002) with one array per column, which writes every table with
+//! `INSERT ... SELECT FROM unnest(...)` in the call's implicit transaction: one round trip and one
+//! WAL flush per batch, whatever its size.
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -40,38 +41,23 @@ impl PgStore {
 impl Store for PgStore {
     async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
-        let mut tx = self.pool.begin().await.map_err(StoreError::connecting)?;
-
-        let delivery_ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT nextval('webhook_deliveries_id_seq') FROM generate_series(1, $1)",
-        )
-        .bind(batch.len() as i32)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let new_bodies: HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO webhook_bodies (sha256, body, first_seen_ms)
-             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[])
-             ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
-        )
-        .bind(plan.bodies.iter().map(|b| b.0).collect::<Vec<_>>())
-        .bind(plan.bodies.iter().map(|b| b.1).collect::<Vec<_>>())
-        .bind(plan.bodies.iter().map(|b| b.2).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-
-        let new_message_slots = insert_messages(&mut tx, &plan, batch, &delivery_ids).await?;
-        let new_status_slots = insert_statuses(&mut tx, &plan, batch, &delivery_ids).await?;
-        advance_states(&mut tx, &plan, stored_at_ms).await?;
-        upsert_contacts(&mut tx, &plan).await?;
-        insert_events(&mut tx, &plan, batch, &delivery_ids).await?;
-
-        let outcomes = BatchPlan::outcomes(batch, &delivery_ids, &new_bodies, &new_message_slots, &new_status_slots);
-        insert_deliveries(&mut tx, batch, &outcomes, stored_at_ms).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let mut conn = self.pool.acquire().await.map_err(StoreError::connecting)?;
+        // One statement, so one implicit transaction and one round trip (migration 0002).
+        let rows: Vec<(String, i32, i64, Option<String>)> = bind_batch(INGEST_BATCH, &plan, batch, stored_at_ms)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut delivery_ids = vec![0; batch.len()];
+        let (mut new_bodies, mut new_messages, mut new_statuses) = (HashSet::new(), Vec::new(), Vec::new());
+        for (kind, slot, id, key) in rows {
+            let slot = slot as usize;
+            match kind.as_str() {
+                "delivery" => delivery_ids[slot] = id,
+                "body" => drop(new_bodies.insert(key.unwrap_or_default())),
+                "message" => new_messages.push(slot),
+                _ => new_statuses.push(slot),
+            }
+        }
+        Ok(BatchPlan::outcomes(batch, &delivery_ids, &new_bodies, &new_messages, &new_statuses))
     }
 
     async fn get_message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
@@ -170,226 +156,109 @@ impl Store for PgStore {
     }
 }
 
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
+const INGEST_BATCH: &str = "SELECT kind, slot, id, key FROM wamesh_ingest_batch(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40,
+    $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60,
+    $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73, $74)";
 
-/// Inserts the batch's messages; answers the slots of those that were new. A message known
-/// until now only from its statuses (origin `external`) gets its content; its state stays.
-async fn insert_messages(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<Vec<usize>, StoreError> {
+type BatchQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (String, i32, i64, Option<String>), sqlx::postgres::PgArguments>;
+
+/// Binds a planned batch as the arrays `wamesh_ingest_batch` takes, in its parameter order.
+fn bind_batch<'q>(sql: &'static str, plan: &'q BatchPlan<'q>, batch: &'q [IncomingWebhook], stored_at_ms: i64) -> BatchQuery<'q> {
+    let counts = |i: usize| batch.iter().map(|w| w.updates.counts()[i] as i32).collect::<Vec<_>>();
+    let query = sqlx::query_as(sql)
+        .bind(batch.iter().map(|w| w.body_sha256.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|w| w.received_at_ms).collect::<Vec<_>>())
+        .bind(batch.iter().map(|w| w.raw_body.len() as i64).collect::<Vec<_>>())
+        .bind(batch.iter().map(|w| w.verified_by.as_str()).collect::<Vec<_>>())
+        .bind(counts(0))
+        .bind(counts(1))
+        .bind(counts(2))
+        .bind(counts(3))
+        .bind(counts(4))
+        .bind(stored_at_ms)
+        .bind(plan.bodies.iter().map(|b| b.0).collect::<Vec<_>>())
+        .bind(plan.bodies.iter().map(|b| b.1).collect::<Vec<_>>())
+        .bind(plan.bodies.iter().map(|b| b.2).collect::<Vec<_>>());
+
     let rows = &plan.messages;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let col = |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
-    let media = |f: fn(&wamesh_whatsapp::Media) -> &str| {
-        rows.iter().map(|(_, m)| m.media.as_ref().map(f)).collect::<Vec<_>>()
-    };
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
-             timestamp_s, received_at_ms, delivery_id, text_body, media_id, media_mime_type, media_sha256,
-             media_caption, media_filename, media_url, latitude, longitude, location_name, location_address,
-             reply_id, reply_title, target_message_id, reaction_emoji, context_message_id, forwarded,
-             errors_json, raw_json)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-             $14::text[], $15::text[], $16::text[], $17::float8[], $18::float8[], $19::text[], $20::text[],
-             $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::bool[],
-             $27::text[], $28::text[])
-         ON CONFLICT (wamid, direction) DO UPDATE SET origin = EXCLUDED.origin,
-             business_phone_number_id = EXCLUDED.business_phone_number_id, contact_id = EXCLUDED.contact_id,
-             type = EXCLUDED.type, timestamp_s = EXCLUDED.timestamp_s, received_at_ms = EXCLUDED.received_at_ms,
-             delivery_id = EXCLUDED.delivery_id, text_body = EXCLUDED.text_body, media_id = EXCLUDED.media_id,
-             media_mime_type = EXCLUDED.media_mime_type, media_sha256 = EXCLUDED.media_sha256,
-             media_caption = EXCLUDED.media_caption, media_filename = EXCLUDED.media_filename,
-             media_url = EXCLUDED.media_url, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
-             location_name = EXCLUDED.location_name, location_address = EXCLUDED.location_address,
-             reply_id = EXCLUDED.reply_id, reply_title = EXCLUDED.reply_title,
-             target_message_id = EXCLUDED.target_message_id, reaction_emoji = EXCLUDED.reaction_emoji,
-             context_message_id = EXCLUDED.context_message_id, forwarded = EXCLUDED.forwarded,
-             errors_json = EXCLUDED.errors_json, raw_json = EXCLUDED.raw_json
-         WHERE messages.origin = 'external'
-         RETURNING wamid, direction",
-    )
-    .bind(rows.iter().map(|(_, m)| Direction::from(m.direction).as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.wamid.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.origin).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.business_phone_number_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.contact_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.kind.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.timestamp).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(slot, _)| ids[*slot]).collect::<Vec<_>>())
-    .bind(col(|m| m.text.as_deref()))
-    .bind(media(|x| &x.id))
-    .bind(media(|x| &x.mime_type))
-    .bind(media(|x| &x.sha256))
-    .bind(media(|x| &x.caption))
-    .bind(media(|x| &x.filename))
-    .bind(media(|x| &x.url))
-    .bind(rows.iter().map(|(_, m)| m.latitude).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.longitude).collect::<Vec<_>>())
-    .bind(col(|m| m.location_name.as_deref()))
-    .bind(col(|m| m.location_address.as_deref()))
-    .bind(col(|m| m.reply_id.as_deref()))
-    .bind(col(|m| m.reply_title.as_deref()))
-    .bind(col(|m| m.target_message_id.as_deref()))
-    .bind(col(|m| m.reaction_emoji.as_deref()))
-    .bind(col(|m| m.context_message_id.as_deref()))
-    .bind(rows.iter().map(|(_, m)| m.forwarded).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| errors_json(&m.errors)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, m)| m.raw.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut **tx)
-    .await?;
-    let inserted: HashSet<(String, String)> = inserted.into_iter().collect();
-    Ok(rows
-        .iter()
-        .filter(|(_, m)| inserted.contains(&(m.wamid.clone(), Direction::from(m.direction).as_str().to_owned())))
-        .map(|(slot, _)| *slot)
-        .collect())
-}
+    let text = |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
+    let media = |f: fn(&wamesh_whatsapp::Media) -> &str| rows.iter().map(|(_, m)| m.media.as_ref().map(f)).collect::<Vec<_>>();
+    let query = query
+        .bind(rows.iter().map(|(slot, _)| *slot as i32).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| Direction::from(m.direction).as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.wamid.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.origin).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.business_phone_number_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.contact_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.timestamp).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
+        .bind(text(|m| m.text.as_deref()))
+        .bind(media(|x| &x.id))
+        .bind(media(|x| &x.mime_type))
+        .bind(media(|x| &x.sha256))
+        .bind(media(|x| &x.caption))
+        .bind(media(|x| &x.filename))
+        .bind(media(|x| &x.url))
+        .bind(rows.iter().map(|(_, m)| m.latitude).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.longitude).collect::<Vec<_>>())
+        .bind(text(|m| m.location_name.as_deref()))
+        .bind(text(|m| m.location_address.as_deref()))
+        .bind(text(|m| m.reply_id.as_deref()))
+        .bind(text(|m| m.reply_title.as_deref()))
+        .bind(text(|m| m.target_message_id.as_deref()))
+        .bind(text(|m| m.reaction_emoji.as_deref()))
+        .bind(text(|m| m.context_message_id.as_deref()))
+        .bind(rows.iter().map(|(_, m)| m.forwarded).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| errors_json(&m.errors)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.raw.as_str()).collect::<Vec<_>>());
 
-/// Inserts the batch's status events; answers the slots of those that were new.
-async fn insert_statuses(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<Vec<usize>, StoreError> {
     let rows = &plan.statuses;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO message_statuses (wamid, status, timestamp_s, received_at_ms, delivery_id,
-             business_phone_number_id, recipient_id, errors_json, pricing_category, conversation_id, raw_json)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-         ON CONFLICT (wamid, status) DO NOTHING RETURNING wamid, status",
-    )
-    .bind(rows.iter().map(|(_, s)| s.wamid.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.timestamp).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(slot, _)| ids[*slot]).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.business_phone_number_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.recipient_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| errors_json(&s.errors)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.pricing_category.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.conversation_id.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, s)| s.raw.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut **tx)
-    .await?;
-    let inserted: HashSet<(String, String)> = inserted.into_iter().collect();
-    Ok(rows
-        .iter()
-        .filter(|(_, s)| inserted.contains(&(s.wamid.clone(), s.status.clone())))
-        .map(|(slot, _)| *slot)
-        .collect())
-}
+    let query = query
+        .bind(rows.iter().map(|(slot, _)| *slot as i32).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.wamid.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.timestamp).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.business_phone_number_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.recipient_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| errors_json(&s.errors)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.pricing_category.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.conversation_id.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, s)| s.raw.as_str()).collect::<Vec<_>>());
 
-/// Creates outbound messages known only by their statuses, and moves states forward, never back.
-async fn advance_states(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, stored_at_ms: i64) -> Result<(), StoreError> {
     let rows = &plan.states;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
-             timestamp_s, received_at_ms, forwarded, errors_json, raw_json, status, status_rank)
-         SELECT 'outbound', w, 'external', p, r, '', t, $6, false, '[]', '{}', s, k
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $7::int[]) AS u(w, p, r, t, s, k)
-         ON CONFLICT (wamid, direction) DO UPDATE SET status = EXCLUDED.status, status_rank = EXCLUDED.status_rank
-         WHERE messages.status_rank < EXCLUDED.status_rank",
-    )
-    .bind(rows.iter().map(|s| s.wamid).collect::<Vec<_>>())
-    .bind(rows.iter().map(|s| s.business_phone_number_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|s| s.recipient_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|s| s.timestamp_s).collect::<Vec<_>>())
-    .bind(rows.iter().map(|s| s.status.map(|x| x.as_str())).collect::<Vec<_>>())
-    .bind(stored_at_ms)
-    .bind(rows.iter().map(|s| s.status.map_or(0, |x| x.rank())).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+    let query = query
+        .bind(rows.iter().map(|s| s.wamid).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.business_phone_number_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.recipient_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.timestamp_s).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.status.map(|x| x.as_str())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.status.map_or(0, |x| x.rank())).collect::<Vec<_>>());
 
-async fn upsert_contacts(tx: &mut Tx<'_>, plan: &BatchPlan<'_>) -> Result<(), StoreError> {
     let rows = &plan.contacts;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO contacts (business_phone_number_id, contact_id, wa_id, user_id, profile_name,
-             first_seen_ms, last_seen_ms, last_inbound_s)
-         SELECT p, c, w, u, n, s, s, i
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
-             AS x(p, c, w, u, n, s, i)
-         ON CONFLICT (business_phone_number_id, contact_id) DO UPDATE SET
-             wa_id = COALESCE(EXCLUDED.wa_id, contacts.wa_id),
-             user_id = COALESCE(EXCLUDED.user_id, contacts.user_id),
-             profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
-             last_seen_ms = GREATEST(contacts.last_seen_ms, EXCLUDED.last_seen_ms),
-             last_inbound_s = GREATEST(contacts.last_inbound_s, EXCLUDED.last_inbound_s)",
-    )
-    .bind(rows.iter().map(|c| c.business_phone_number_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.contact_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.wa_id.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.user_id.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.profile_name.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.seen_at_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|c| c.last_inbound_s).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+    let query = query
+        .bind(rows.iter().map(|c| c.business_phone_number_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.contact_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.wa_id.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.user_id.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.profile_name.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.seen_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.last_inbound_s).collect::<Vec<_>>());
 
-async fn insert_events(tx: &mut Tx<'_>, plan: &BatchPlan<'_>, batch: &[IncomingWebhook], ids: &[i64]) -> Result<(), StoreError> {
     let rows = &plan.events;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO webhook_events (dedup_key, delivery_id, received_at_ms, waba_id, business_phone_number_id,
-             field, kind, error_code, raw_json)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-             $7::text[], $8::bigint[], $9::text[])
-         ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .bind(rows.iter().map(|e| e.dedup_key).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| ids[e.slot]).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| batch[e.slot].received_at_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.waba_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.business_phone_number_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.field).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.error_code).collect::<Vec<_>>())
-    .bind(rows.iter().map(|e| e.raw_json).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_deliveries(tx: &mut Tx<'_>, batch: &[IncomingWebhook], outcomes: &[IngestOutcome], stored_at_ms: i64) -> Result<(), StoreError> {
-    let count = |f: fn(&IngestOutcome) -> u32| outcomes.iter().map(|o| f(o) as i32).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, body_sha256, received_at_ms, stored_at_ms, size_bytes, duplicate_body,
-             verified_by, messages, statuses, contacts, errors, other_fields, new_messages, new_statuses)
-         SELECT i, h, r, $14, z, d, v, m, s, c, e, o, nm, ns
-         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bool[], $6::text[], $7::int[],
-             $8::int[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[])
-             AS x(i, h, r, z, d, v, m, s, c, e, o, nm, ns)",
-    )
-    .bind(outcomes.iter().map(|o| o.delivery_id).collect::<Vec<_>>())
-    .bind(batch.iter().map(|w| w.body_sha256.as_str()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|w| w.received_at_ms).collect::<Vec<_>>())
-    .bind(batch.iter().map(|w| w.raw_body.len() as i64).collect::<Vec<_>>())
-    .bind(outcomes.iter().map(|o| o.duplicate_body).collect::<Vec<_>>())
-    .bind(batch.iter().map(|w| w.verified_by.as_str()).collect::<Vec<_>>())
-    .bind(count(|o| o.counts.messages))
-    .bind(count(|o| o.counts.statuses))
-    .bind(count(|o| o.counts.contacts))
-    .bind(count(|o| o.counts.errors))
-    .bind(count(|o| o.counts.other_fields))
-    .bind(count(|o| o.new_messages))
-    .bind(count(|o| o.new_statuses))
-    .bind(stored_at_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    query
+        .bind(rows.iter().map(|e| e.slot as i32).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.dedup_key).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| batch[e.slot].received_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.waba_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.business_phone_number_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.field).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.error_code).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.raw_json).collect::<Vec<_>>())
 }
 
 use wamesh_whatsapp::MessageUpdate;

@@ -22,7 +22,8 @@ pub struct IngestBench {
     /// The gateway to load (default: the local `wamesh dev` mesh).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
-    /// Start gateway and messaging inside this process on --database-url instead of --target.
+    /// Start gateway and messaging inside this process instead of --target, on a fresh
+    /// database created on --database-url's server (dropped afterwards), so runs compare.
     #[arg(long)]
     pub in_process: bool,
     /// The app secret to sign with (default: WAMESH_APP_SECRET, else <data-dir>/dev-secrets.json).
@@ -30,8 +31,9 @@ pub struct IngestBench {
     pub app_secret: Option<String>,
     #[arg(long, env = "WAMESH_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// The Postgres of the baseline (and of the mesh, with --in-process).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// The Postgres of the baseline (and of the mesh, with --in-process). On loopback, TLS only
+    /// costs CPU, hence `sslmode=disable` by default; the baseline uses the same URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")]
     pub database_url: String,
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -49,9 +51,11 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         args.database_url.starts_with("postgres"),
         "the baseline needs Postgres: set --database-url or DATABASE_URL to a postgres:// URL"
     );
+    let scratch = if args.in_process { Some(ScratchDatabase::create(&args.database_url).await?) } else { None };
+    let database_url = scratch.as_ref().map_or(args.database_url.clone(), |s| s.url.clone());
     let (secret, mesh) = if args.in_process {
         let secret = Secret::generate().expose().to_owned();
-        let mesh = start_mesh(&args, &secret).await?;
+        let mesh = start_mesh(&args, &database_url, &secret).await?;
         (secret, Some(mesh))
     } else {
         (signing_secret(&args)?, None)
@@ -73,7 +77,10 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         mesh.stop().await?;
         println!("group commit: {}", batch_summary());
     }
-    let baseline = baseline_inserts(&args).await?;
+    let baseline = baseline_inserts(&args, &database_url).await?;
+    if let Some(scratch) = scratch {
+        scratch.drop_database().await?;
+    }
 
     let throughput = ingest.per_second();
     let baseline_per_s = baseline.per_second();
@@ -128,7 +135,12 @@ fn batch_summary() -> String {
             .sum()
     };
     let (commits, webhooks) = (value("wamesh_ingest_batch_size_count"), value("wamesh_ingest_batch_size_sum"));
-    format!("{commits:.0} transactions, {:.1} webhooks each on average", webhooks / commits.max(1.0))
+    let seconds = value("wamesh_ingest_commit_seconds_sum");
+    format!(
+        "{commits:.0} transactions, {:.1} webhooks and {:.2} ms each on average",
+        webhooks / commits.max(1.0),
+        seconds * 1000.0 / commits.max(1.0)
+    )
 }
 
 fn round(x: f64) -> f64 {
@@ -144,11 +156,11 @@ fn signing_secret(args: &IngestBench) -> anyhow::Result<String> {
     Ok(secrets.app_secret)
 }
 
-async fn start_mesh(args: &IngestBench, secret: &str) -> anyhow::Result<Mesh> {
+async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> anyhow::Result<Mesh> {
     Mesh::start(MeshConfig {
         gateway_listener: TcpListener::bind("127.0.0.1:0").await?,
         messaging_listener: TcpListener::bind("127.0.0.1:0").await?,
-        database_url: args.database_url.clone(),
+        database_url: database_url.to_owned(),
         db_max_connections: 16,
         ingest: crate::run::ingest_config(&args.ingest),
         numbers: vec![BusinessNumber {
@@ -224,11 +236,11 @@ pub fn webhook(run: &str, n: u64, now: u64) -> String {
     .to_string()
 }
 
-async fn baseline_inserts(args: &IngestBench) -> anyhow::Result<Measured> {
+async fn baseline_inserts(args: &IngestBench, database_url: &str) -> anyhow::Result<Measured> {
     let pool = PgPoolOptions::new()
         .max_connections(args.concurrency as u32)
         .min_connections(args.concurrency as u32)
-        .connect(&args.database_url)
+        .connect(database_url)
         .await
         .context("connecting to the baseline's Postgres")?;
     sqlx::query("CREATE TABLE IF NOT EXISTS wamesh_bench_baseline (id BIGSERIAL PRIMARY KEY, received_at_ms BIGINT NOT NULL, payload TEXT NOT NULL)")
@@ -248,9 +260,44 @@ async fn baseline_inserts(args: &IngestBench) -> anyhow::Result<Measured> {
         }
     })
     .await;
-    let pool = PgPoolOptions::new().max_connections(1).connect(&args.database_url).await?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(database_url).await?;
     sqlx::query("DROP TABLE IF EXISTS wamesh_bench_baseline").execute(&pool).await?;
     Ok(measured)
+}
+
+/// A database made for one in-process run, on the server of the URL given.
+struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("wamesh_bench_{:x}", rand_u64());
+        let url = with_database(admin_url, &name)?;
+        let admin = PgPoolOptions::new().max_connections(1).connect(admin_url).await.context("connecting to Postgres")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
+        Ok(Self { admin_url: admin_url.to_owned(), name, url })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        let admin = PgPoolOptions::new().max_connections(1).connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&admin).await?;
+        Ok(())
+    }
+}
+
+/// The same URL naming another database (keeping its query, such as `sslmode`).
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host = path_start.map_or(base, |i| &base[..i]);
+    Ok(match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    })
 }
 
 fn rand_u64() -> u64 {
@@ -260,6 +307,12 @@ fn rand_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_urls_keep_the_server_and_options() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres?sslmode=disable", "x").unwrap(), "postgres://u@h:5432/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h", "x").unwrap(), "postgres://u@h/x");
+    }
 
     #[test]
     fn bench_webhooks_are_valid_envelopes_with_unique_ids() {
