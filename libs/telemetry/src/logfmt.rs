@@ -39,6 +39,9 @@ where
         .map_err(|e| anyhow::anyhow!("invalid log filter {:?}: {e}", config.log_filter))?;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        // Busy/idle timing costs work on every poll of every instrumented future; spans keep
+        // their start and end times without it.
+        .with_tracked_inactivity(false)
         .with_filter(NotExporterInternal);
     let dispatch = Arc::new(OnceLock::new());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
@@ -103,7 +106,7 @@ fn is_exporter_internal(target: &str) -> bool {
         "opentelemetry_sdk",
         "opentelemetry_otlp",
     ];
-    let krate = target.split("::").next().unwrap_or(target);
+    let krate = target.find(':').map_or(target, |end| &target[..end]);
     CRATES.contains(&krate)
 }
 
