@@ -13,7 +13,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wamesh_whatsapp::Updates;
 
-pub use plan::BatchPlan;
 
 /// One verified webhook POST, parsed, ready to be stored.
 #[derive(Debug, Clone)]

@@ -30,11 +30,6 @@ impl PgStore {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
-
-    /// The pool, for tests and benchmarks that need to look underneath.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 #[async_trait]
