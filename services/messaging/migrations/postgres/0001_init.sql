@@ -61,7 +61,7 @@ CREATE TABLE messages (
     status_rank              INT NOT NULL DEFAULT 0,
     raw_json                 TEXT NOT NULL,
     UNIQUE (wamid, direction)
-);
+) WITH (fillfactor = 70); -- room for HOT updates: status changes touch no indexed column
 CREATE INDEX messages_conversation ON messages (business_phone_number_id, contact_id, timestamp_s DESC, id DESC);
 
 -- Every delivery status ever received, once per (message, status): the timeline.
