@@ -2,7 +2,7 @@
 # The README's test command: every test of wamesh, against real PostgreSQL and Redis.
 #   1. makes sure PostgreSQL and Redis answer (starting them when installed but stopped);
 #   2. drops the databases earlier test runs left behind;
-#   3. clippy with warnings as errors, over every crate and target;
+#   3. rustfmt, and clippy with warnings as errors, over every crate and target;
 #   4. the deployment files against their schemas (scripts/validate-deploy.sh);
 #   5. every test of the workspace (cargo-nextest when installed, else cargo test).
 set -euo pipefail
@@ -29,6 +29,7 @@ if command -v psql >/dev/null 2>&1; then
 fi
 rm -f "${TMPDIR:-/tmp}"/wamesh-test-*.db*
 
+cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/validate-deploy.sh
 if cargo nextest --version >/dev/null 2>&1; then

@@ -50,19 +50,27 @@ struct FileEntry {
 
 /// Reads a numbers file; every entry needs a phone number id, an app secret and a verify token.
 pub fn load_file(path: &Path) -> anyhow::Result<Vec<BusinessNumber>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_file(&text).with_context(|| format!("in {}", path.display()))
 }
 
 fn parse_file(text: &str) -> anyhow::Result<Vec<BusinessNumber>> {
-    let entries: Vec<FileEntry> = serde_json::from_str(text).context("not a JSON array of business numbers")?;
+    let entries: Vec<FileEntry> =
+        serde_json::from_str(text).context("not a JSON array of business numbers")?;
     entries
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            anyhow::ensure!(!e.phone_number_id.is_empty(), "entry {i}: phone_number_id is empty");
+            anyhow::ensure!(
+                !e.phone_number_id.is_empty(),
+                "entry {i}: phone_number_id is empty"
+            );
             anyhow::ensure!(!e.app_secret.is_empty(), "entry {i}: app_secret is empty");
-            anyhow::ensure!(!e.verify_token.is_empty(), "entry {i}: verify_token is empty");
+            anyhow::ensure!(
+                !e.verify_token.is_empty(),
+                "entry {i}: verify_token is empty"
+            );
             Ok(BusinessNumber {
                 phone_number_id: Some(e.phone_number_id),
                 waba_id: e.waba_id,
@@ -80,12 +88,19 @@ mod tests {
 
     #[test]
     fn parses_entries_and_names_what_is_wrong() {
-        let numbers = parse_file(r#"[{"phone_number_id":"1","app_secret":"s","verify_token":"v","access_token":"t"}]"#).unwrap();
+        let numbers = parse_file(
+            r#"[{"phone_number_id":"1","app_secret":"s","verify_token":"v","access_token":"t"}]"#,
+        )
+        .unwrap();
         assert_eq!(numbers[0].label(), "1");
         assert_eq!(numbers[0].access_token.as_ref().unwrap().expose(), "t");
-        let err = parse_file(r#"[{"phone_number_id":"1","app_secret":"","verify_token":"v"}]"#).unwrap_err();
+        let err = parse_file(r#"[{"phone_number_id":"1","app_secret":"","verify_token":"v"}]"#)
+            .unwrap_err();
         assert!(format!("{err:#}").contains("app_secret is empty"));
-        let err = parse_file(r#"[{"phone_number_id":"1","app_secret":"s","verify_token":"v","secret":"x"}]"#).unwrap_err();
+        let err = parse_file(
+            r#"[{"phone_number_id":"1","app_secret":"s","verify_token":"v","secret":"x"}]"#,
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"));
     }
 }

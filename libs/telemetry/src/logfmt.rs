@@ -80,11 +80,18 @@ where
 struct NotExporterInternal;
 
 impl<S> tracing_subscriber::layer::Filter<S> for NotExporterInternal {
-    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
         !is_exporter_internal(meta.target())
     }
 
-    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
         if is_exporter_internal(meta.target()) {
             tracing::subscriber::Interest::never()
         } else {

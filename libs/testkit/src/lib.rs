@@ -27,14 +27,21 @@ pub async fn fresh_postgres_url() -> String {
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let (base, _) = admin.rsplit_once('/').expect("a database URL ends with /<database>");
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("a database URL ends with /<database>");
     format!("{base}/{name}")
 }
 
 /// Runs one admin statement (for tests that take a database away and give it back).
 pub async fn postgres_admin(sql: String) {
-    let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("admin connection");
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect("admin statement");
+    let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("admin connection");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .expect("admin statement");
 }
 
 /// The database name at the end of a Postgres URL.
@@ -52,9 +59,11 @@ pub fn fresh_sqlite_url() -> String {
 /// `WAMESH_CORPUS_DIR` overrides where it is (default: `../shared/corpus/webhooks/pywa` from
 /// the repository root).
 pub fn webhook_corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::var("WAMESH_CORPUS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
-    });
+    let dir = std::env::var("WAMESH_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
+        });
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the webhook corpus at {}: {e}", dir.display()))
         .map(|entry| entry.expect("corpus entry").path())
@@ -64,7 +73,11 @@ pub fn webhook_corpus() -> Vec<(String, Vec<u8>)> {
     files
         .into_iter()
         .map(|p| {
-            let name = p.file_name().expect("file name").to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
             let body = std::fs::read(&p).expect("corpus file");
             (name, body)
         })

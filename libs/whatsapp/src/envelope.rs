@@ -59,7 +59,9 @@ impl Webhook {
             ));
         }
         let Some(Value::Array(raw_entries)) = root.remove("entry") else {
-            return Err(PayloadError::NotEnvelope("`entry` is missing or not an array"));
+            return Err(PayloadError::NotEnvelope(
+                "`entry` is missing or not an array",
+            ));
         };
         let mut entries = Vec::with_capacity(raw_entries.len());
         for raw_entry in raw_entries {
@@ -71,28 +73,40 @@ impl Webhook {
 
 fn parse_entry(raw: Value) -> Result<Entry, PayloadError> {
     let Value::Object(mut entry) = raw else {
-        return Err(PayloadError::NotEnvelope("an `entry[]` item is not an object"));
+        return Err(PayloadError::NotEnvelope(
+            "an `entry[]` item is not an object",
+        ));
     };
     let waba_id = id_string(entry.get("id"))
         .ok_or(PayloadError::NotEnvelope("an `entry[]` item has no `id`"))?;
     let time = entry.get("time").and_then(int_value);
     let Some(Value::Array(raw_changes)) = entry.remove("changes") else {
-        return Err(PayloadError::NotEnvelope("`entry[].changes` is missing or not an array"));
+        return Err(PayloadError::NotEnvelope(
+            "`entry[].changes` is missing or not an array",
+        ));
     };
     let mut changes = Vec::with_capacity(raw_changes.len());
     for raw_change in raw_changes {
         let Value::Object(mut change) = raw_change else {
-            return Err(PayloadError::NotEnvelope("a `changes[]` item is not an object"));
+            return Err(PayloadError::NotEnvelope(
+                "a `changes[]` item is not an object",
+            ));
         };
         let field = change
             .get("field")
             .and_then(Value::as_str)
-            .ok_or(PayloadError::NotEnvelope("a `changes[]` item has no string `field`"))?
+            .ok_or(PayloadError::NotEnvelope(
+                "a `changes[]` item has no string `field`",
+            ))?
             .to_owned();
         let value = change.remove("value").unwrap_or(Value::Null);
         changes.push(Change { field, value });
     }
-    Ok(Entry { waba_id, time, changes })
+    Ok(Entry {
+        waba_id,
+        time,
+        changes,
+    })
 }
 
 /// Meta sends ids as strings; accept numbers too.
@@ -147,6 +161,9 @@ mod tests {
     #[test]
     fn rejects_absurd_nesting() {
         let body = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(Webhook::parse(body.as_bytes()), Err(PayloadError::NotJson(_))));
+        assert!(matches!(
+            Webhook::parse(body.as_bytes()),
+            Err(PayloadError::NotJson(_))
+        ));
     }
 }

@@ -65,7 +65,10 @@ mod tests {
     fn a_signature_made_with_the_secret_verifies() {
         let header = sign(b"s3cret", b"{\"a\":1}");
         assert!(header.starts_with("sha256=") && header.len() == 7 + 64);
-        assert_eq!(verify_signature(b"s3cret", b"{\"a\":1}", Some(&header)), Ok(()));
+        assert_eq!(
+            verify_signature(b"s3cret", b"{\"a\":1}", Some(&header)),
+            Ok(())
+        );
     }
 
     #[test]
@@ -83,8 +86,17 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_headers_are_told_apart() {
-        assert_eq!(verify_signature(b"k", b"x", None), Err(SignatureError::Missing));
-        for bad in ["", "sha1=abcd", "sha256=zz", "sha256=abcd", &format!("sha256={}", "g".repeat(64))] {
+        assert_eq!(
+            verify_signature(b"k", b"x", None),
+            Err(SignatureError::Missing)
+        );
+        for bad in [
+            "",
+            "sha1=abcd",
+            "sha256=zz",
+            "sha256=abcd",
+            &format!("sha256={}", "g".repeat(64)),
+        ] {
             assert_eq!(
                 verify_signature(b"k", b"x", Some(bad)),
                 Err(SignatureError::Malformed),

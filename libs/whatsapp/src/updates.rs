@@ -138,8 +138,14 @@ impl Updates {
         let mut updates = Self::default();
         for entry in &webhook.entries {
             for change in &entry.changes {
-                let phone = str_at(&change.value, &["metadata", "phone_number_id"]).unwrap_or_default();
-                let ctx = Ctx { waba_id: &entry.waba_id, time: entry.time, phone: &phone, field: &change.field };
+                let phone =
+                    str_at(&change.value, &["metadata", "phone_number_id"]).unwrap_or_default();
+                let ctx = Ctx {
+                    waba_id: &entry.waba_id,
+                    time: entry.time,
+                    phone: &phone,
+                    field: &change.field,
+                };
                 match change.field.as_str() {
                     "messages" => updates.add_messages_value(&ctx, &change.value),
                     "smb_message_echoes" => updates.add_echoes_value(&ctx, &change.value),
@@ -182,7 +188,13 @@ impl Updates {
                     waba_id: ctx.waba_id.to_owned(),
                     business_phone_number_id: ctx.phone.to_owned(),
                     error: parse_error(error),
-                    dedup_key: dedup_key(&[ctx.waba_id, ctx.phone, "error", &error.to_string(), &siblings.join(",")]),
+                    dedup_key: dedup_key(&[
+                        ctx.waba_id,
+                        ctx.phone,
+                        "error",
+                        &error.to_string(),
+                        &siblings.join(","),
+                    ]),
                     raw: error.to_string(),
                 });
             }
@@ -221,7 +233,13 @@ impl Updates {
 
     /// How many updates of each kind: (messages, statuses, contacts, errors, other).
     pub fn counts(&self) -> [usize; 5] {
-        [self.messages.len(), self.statuses.len(), self.contacts.len(), self.errors.len(), self.other.len()]
+        [
+            self.messages.len(),
+            self.statuses.len(),
+            self.contacts.len(),
+            self.errors.len(),
+            self.other.len(),
+        ]
     }
 }
 
@@ -240,13 +258,21 @@ fn parse_message(phone: &str, m: &Value, direction: Direction) -> Option<Message
     };
     let kind = str_at(m, &["type"]).unwrap_or_default();
     // An edit carries the new content in `edit.message`; read the content from there.
-    let body = if kind == "edit" { m.pointer("/edit/message").unwrap_or(m) } else { m };
+    let body = if kind == "edit" {
+        m.pointer("/edit/message").unwrap_or(m)
+    } else {
+        m
+    };
     let body_kind = str_at(body, &["type"]).unwrap_or_else(|| kind.clone());
     let typed = body.get(&body_kind).unwrap_or(&Value::Null);
 
     let mut update = MessageUpdate {
         direction,
-        origin: if direction == Direction::Inbound { "webhook" } else { "echo" },
+        origin: if direction == Direction::Inbound {
+            "webhook"
+        } else {
+            "echo"
+        },
         business_phone_number_id: phone.to_owned(),
         wamid,
         contact_id: contact_id.unwrap_or_default(),
@@ -262,7 +288,8 @@ fn parse_message(phone: &str, m: &Value, direction: Direction) -> Option<Message
         target_message_id: None,
         reaction_emoji: None,
         context_message_id: str_at(m, &["context", "id"]),
-        forwarded: bool_at(m, &["context", "forwarded"]) || bool_at(m, &["context", "frequently_forwarded"]),
+        forwarded: bool_at(m, &["context", "forwarded"])
+            || bool_at(m, &["context", "frequently_forwarded"]),
         errors: array(m, "errors").into_iter().map(parse_error).collect(),
         raw: m.to_string(),
         kind,
@@ -312,13 +339,16 @@ fn parse_message(phone: &str, m: &Value, direction: Direction) -> Option<Message
 
 fn parse_status(phone: &str, s: &Value) -> Option<StatusUpdate> {
     let wamid = id_string(s.get("id")).filter(|id| !id.is_empty())?;
-    let status = str_at(s, &["status"]).filter(|st| !st.is_empty())?.to_ascii_lowercase();
+    let status = str_at(s, &["status"])
+        .filter(|st| !st.is_empty())?
+        .to_ascii_lowercase();
     Some(StatusUpdate {
         business_phone_number_id: phone.to_owned(),
         wamid,
         status,
         timestamp: s.get("timestamp").and_then(int_value).unwrap_or(0),
-        recipient_id: first_non_empty(s, &["recipient_id", "recipient_user_id"]).unwrap_or_default(),
+        recipient_id: first_non_empty(s, &["recipient_id", "recipient_user_id"])
+            .unwrap_or_default(),
         errors: array(s, "errors").into_iter().map(parse_error).collect(),
         pricing_category: str_at(s, &["pricing", "category"]),
         conversation_id: str_at(s, &["conversation", "id"]),
@@ -348,7 +378,11 @@ fn parse_error(e: &Value) -> ApiError {
 }
 
 fn array<'a>(value: &'a Value, key: &str) -> Vec<&'a Value> {
-    value.get(key).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
 }
 
 fn str_at(value: &Value, path: &[&str]) -> Option<String> {
@@ -371,7 +405,8 @@ fn bool_at(value: &Value, path: &[&str]) -> bool {
 }
 
 fn first_non_empty(value: &Value, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|key| str_at(value, &[key]).filter(|s| !s.is_empty()))
+    keys.iter()
+        .find_map(|key| str_at(value, &[key]).filter(|s| !s.is_empty()))
 }
 
 fn dedup_key(parts: &[&str]) -> String {

@@ -17,7 +17,9 @@ pub struct Apps {
 
 impl Apps {
     pub fn new(numbers: Vec<BusinessNumber>) -> Self {
-        Self { numbers: RwLock::new(numbers) }
+        Self {
+            numbers: RwLock::new(numbers),
+        }
     }
 
     /// Adds a number, or replaces the one with the same phone number id.
@@ -80,13 +82,19 @@ mod tests {
 
     #[test]
     fn the_app_whose_secret_signed_the_body_is_named() {
-        let apps = Apps::new(vec![number(None, "default-secret", "t0"), number(Some("111"), "secret-b", "t1")]);
+        let apps = Apps::new(vec![
+            number(None, "default-secret", "t0"),
+            number(Some("111"), "secret-b", "t1"),
+        ]);
         let sig = wamesh_whatsapp::sign(b"secret-b", b"{}");
         assert_eq!(apps.verify(b"{}", Some(&sig)), Ok("111".to_owned()));
         let sig = wamesh_whatsapp::sign(b"default-secret", b"{}");
         assert_eq!(apps.verify(b"{}", Some(&sig)), Ok("default".to_owned()));
         let sig = wamesh_whatsapp::sign(b"unknown", b"{}");
-        assert_eq!(apps.verify(b"{}", Some(&sig)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            apps.verify(b"{}", Some(&sig)),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -103,9 +111,15 @@ mod tests {
 
     #[test]
     fn verify_tokens_match_exactly() {
-        let apps = Apps::new(vec![number(None, "s", "token-1"), number(Some("2"), "s2", "")]);
+        let apps = Apps::new(vec![
+            number(None, "s", "token-1"),
+            number(Some("2"), "s2", ""),
+        ]);
         assert!(apps.verify_token_matches("token-1"));
         assert!(!apps.verify_token_matches("token-"));
-        assert!(!apps.verify_token_matches(""), "an empty token never matches");
+        assert!(
+            !apps.verify_token_matches(""),
+            "an empty token never matches"
+        );
     }
 }

@@ -30,7 +30,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Signature(SignatureError::Missing) => StatusCode::UNAUTHORIZED,
-            Self::Signature(_) | Self::NoAppSecret | Self::HandshakeRefused => StatusCode::FORBIDDEN,
+            Self::Signature(_) | Self::NoAppSecret | Self::HandshakeRefused => {
+                StatusCode::FORBIDDEN
+            }
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Payload(_) | Self::HandshakeIncomplete => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,6 +56,10 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        (self.status(), Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            self.status(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }

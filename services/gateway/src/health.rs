@@ -48,12 +48,22 @@ pub struct HealthReport {
 pub async fn check(state: &AppState) -> HealthReport {
     let started = Instant::now();
     let mut messaging = state.messaging.clone();
-    let answer = tokio::time::timeout(CHECK_TIMEOUT, messaging.check_dependencies(CheckDependenciesRequest {})).await;
+    let answer = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        messaging.check_dependencies(CheckDependenciesRequest {}),
+    )
+    .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut dependencies = Vec::new();
     match answer {
         Ok(Ok(reply)) => {
-            dependencies.push(Dependency { name: "messaging".into(), up: true, latency_ms, kind: "grpc".into(), error: String::new() });
+            dependencies.push(Dependency {
+                name: "messaging".into(),
+                up: true,
+                latency_ms,
+                kind: "grpc".into(),
+                error: String::new(),
+            });
             for d in reply.into_inner().dependencies {
                 dependencies.push(Dependency {
                     name: format!("messaging.{}", d.name),
@@ -81,12 +91,20 @@ pub async fn check(state: &AppState) -> HealthReport {
     }
     let app_secret_configured = state.apps.has_secret();
     let up = app_secret_configured && dependencies.iter().all(|d| d.up);
-    HealthReport { status: if up { "up" } else { "down" }, app_secret_configured, dependencies }
+    HealthReport {
+        status: if up { "up" } else { "down" },
+        app_secret_configured,
+        dependencies,
+    }
 }
 
 async fn report(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let report = check(&state).await;
-    let code = if report.status == "up" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if report.status == "up" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(report))
 }
 

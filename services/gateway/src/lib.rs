@@ -27,7 +27,8 @@ use wamesh_telemetry::GrpcTraceInterceptor;
 pub use apps::Apps;
 
 /// A messaging client that carries the caller's trace context.
-pub type Messaging = MessagingClient<tonic::service::interceptor::InterceptedService<Channel, GrpcTraceInterceptor>>;
+pub type Messaging =
+    MessagingClient<tonic::service::interceptor::InterceptedService<Channel, GrpcTraceInterceptor>>;
 
 /// What the gateway needs to start.
 #[derive(Debug, Clone)]
@@ -81,7 +82,9 @@ impl Gateway {
         Router::new()
             .merge(webhooks::router())
             .merge(health::router())
-            .merge(wamesh_runtime::metrics::router(wamesh_runtime::metrics::install()))
+            .merge(wamesh_runtime::metrics::router(
+                wamesh_runtime::metrics::install(),
+            ))
             .layer(DefaultBodyLimit::max(wamesh_whatsapp::MAX_WEBHOOK_BYTES))
             .layer(TraceLayer::new_for_http().make_span_with(wamesh_telemetry::http_server_span))
             .with_state(self.state.clone())

@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Json;
 use wamesh_proto::messaging::v1::IngestWebhookRequest;
 use wamesh_whatsapp::{MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, Webhook};
 
@@ -30,9 +30,11 @@ async fn handshake(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<String, GatewayError> {
-    let (Some(mode), Some(token), Some(challenge)) =
-        (params.get("hub.mode"), params.get("hub.verify_token"), params.get("hub.challenge"))
-    else {
+    let (Some(mode), Some(token), Some(challenge)) = (
+        params.get("hub.mode"),
+        params.get("hub.verify_token"),
+        params.get("hub.challenge"),
+    ) else {
         return Err(GatewayError::HandshakeIncomplete);
     };
     if mode != "subscribe" || !state.apps.verify_token_matches(token) {
@@ -42,7 +44,11 @@ async fn handshake(
     Ok(challenge.clone())
 }
 
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> impl IntoResponse {
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> impl IntoResponse {
     let started = Instant::now();
     let result = check_and_store(&state, &headers, body).await;
     let outcome = match &result {
@@ -51,9 +57,14 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         Err(e) => e.kind(),
     };
     metrics::counter!("wamesh_webhooks_received_total", "result" => outcome).increment(1);
-    metrics::histogram!("wamesh_webhook_seconds", "result" => outcome).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("wamesh_webhook_seconds", "result" => outcome)
+        .record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        tracing::info!(status = e.status().as_u16(), reason = e.kind(), "webhook refused");
+        tracing::info!(
+            status = e.status().as_u16(),
+            reason = e.kind(),
+            "webhook refused"
+        );
     }
     result
 }
@@ -63,7 +74,9 @@ async fn check_and_store(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    let received_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let received_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -71,16 +84,24 @@ async fn check_and_store(
     if declared.is_some_and(|n| n > MAX_WEBHOOK_BYTES) {
         return Err(GatewayError::TooLarge(MAX_WEBHOOK_BYTES));
     }
-    let raw = to_bytes(body, MAX_WEBHOOK_BYTES).await.map_err(|_| GatewayError::TooLarge(MAX_WEBHOOK_BYTES))?;
+    let raw = to_bytes(body, MAX_WEBHOOK_BYTES)
+        .await
+        .map_err(|_| GatewayError::TooLarge(MAX_WEBHOOK_BYTES))?;
 
     if !state.apps.has_secret() {
         return Err(GatewayError::NoAppSecret);
     }
-    let signature = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
     let verified_by = state.apps.verify(&raw, signature)?;
     Webhook::parse(&raw)?;
 
-    let request = IngestWebhookRequest { raw_body: raw.to_vec(), received_at_unix_ms, verified_by };
+    let request = IngestWebhookRequest {
+        raw_body: raw.to_vec(),
+        received_at_unix_ms,
+        verified_by,
+    };
     let mut messaging = state.messaging.clone();
     let reply = tokio::time::timeout(state.ingest_timeout, messaging.ingest_webhook(request))
         .await
@@ -98,9 +119,9 @@ async fn check_and_store(
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "messaging did not store the webhook");
             Err(match status.code() {
-                tonic::Code::InvalidArgument => {
-                    GatewayError::Payload(wamesh_whatsapp::PayloadError::NotEnvelope("messaging refused the body"))
-                }
+                tonic::Code::InvalidArgument => GatewayError::Payload(
+                    wamesh_whatsapp::PayloadError::NotEnvelope("messaging refused the body"),
+                ),
                 tonic::Code::Internal => GatewayError::Failed,
                 tonic::Code::Unavailable => GatewayError::Unavailable("unavailable"),
                 tonic::Code::DeadlineExceeded => GatewayError::Unavailable("timed out"),

@@ -1,5 +1,6 @@
 //! The gRPC adapter for `wamesh.messaging.v1.Messaging`: decode, call the store or the
 //! ingestor, encode. Proto types stop here.
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -34,15 +35,56 @@ impl MessagingService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl MessagingService {
+    /// Converts stored messages, attaching each outbound message's timeline (one query for all).
+    async fn with_timelines(
+        &self,
+        rows: Vec<StoredMessage>,
+    ) -> Result<Vec<pb::Message>, MessagingError> {
+        let outbound: Vec<&str> = rows
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound.as_str())
+            .map(|m| m.wamid.as_str())
+            .collect();
+        let mut timelines: HashMap<String, Vec<StoredStatus>> = HashMap::new();
+        if !outbound.is_empty() {
+            for status in self.store.status_timelines(&outbound).await? {
+                timelines
+                    .entry(status.wamid.clone())
+                    .or_default()
+                    .push(status);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|m| {
+                let timeline = if m.direction == Direction::Outbound.as_str() {
+                    timelines.remove(&m.wamid).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                message_to_pb(m, timeline)
+            })
+            .collect())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::messaging_server::Messaging for MessagingService {
     #[tracing::instrument(skip_all, fields(size = request.get_ref().raw_body.len()))]
-    async fn ingest_webhook(&self, request: Request<pb::IngestWebhookRequest>) -> Reply<pb::IngestWebhookResponse> {
+    async fn ingest_webhook(
+        &self,
+        request: Request<pb::IngestWebhookRequest>,
+    ) -> Reply<pb::IngestWebhookResponse> {
         let request = request.into_inner();
         let webhook = Webhook::parse(&request.raw_body)
             .map_err(|e| MessagingError::InvalidArgument(format!("raw_body: {e}")))?;
         let updates = Updates::from_webhook(&webhook);
-        let received_at_ms = if request.received_at_unix_ms > 0 { request.received_at_unix_ms } else { now_ms() };
+        let received_at_ms = if request.received_at_unix_ms > 0 {
+            request.received_at_unix_ms
+        } else {
+            now_ms()
+        };
         let incoming = IncomingWebhook {
             body_sha256: hex::encode(Sha256::digest(&request.raw_body)),
             raw_body: request.raw_body,
@@ -50,7 +92,11 @@ impl pb::messaging_server::Messaging for MessagingService {
             verified_by: request.verified_by,
             updates,
         };
-        let outcome = self.ingestor.ingest(incoming).await.map_err(MessagingError::from)?;
+        let outcome = self
+            .ingestor
+            .ingest(incoming)
+            .await
+            .map_err(MessagingError::from)?;
         metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => if outcome.duplicate_body { "true" } else { "false" }).increment(1);
         Ok(Response::new(pb::IngestWebhookResponse {
             delivery_id: outcome.delivery_id,
@@ -62,14 +108,21 @@ impl pb::messaging_server::Messaging for MessagingService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_message(&self, request: Request<pb::GetMessageRequest>) -> Reply<pb::GetMessageResponse> {
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Reply<pb::GetMessageResponse> {
         let request = request.into_inner();
         let key = match request.key {
             Some(pb::get_message_request::Key::Id(id)) => MessageKey::Id(id),
             Some(pb::get_message_request::Key::Wamid(wamid)) if !wamid.is_empty() => {
                 MessageKey::Wamid(wamid, direction_from_pb(request.direction))
             }
-            _ => return Err(MessagingError::InvalidArgument("key: give an id or a wamid".into()).into()),
+            _ => {
+                return Err(
+                    MessagingError::InvalidArgument("key: give an id or a wamid".into()).into(),
+                );
+            }
         };
         let message = self
             .store
@@ -77,44 +130,53 @@ impl pb::messaging_server::Messaging for MessagingService {
             .await
             .map_err(MessagingError::from)?
             .ok_or_else(|| MessagingError::NotFound("no such message".into()))?;
-        let timeline = if message.direction == Direction::Outbound.as_str() {
-            self.store.status_timeline(&message.wamid).await.map_err(MessagingError::from)?
-        } else {
-            Vec::new()
-        };
-        Ok(Response::new(pb::GetMessageResponse { message: Some(message_to_pb(message, timeline)) }))
+        let mut messages = self.with_timelines(vec![message]).await?;
+        Ok(Response::new(pb::GetMessageResponse {
+            message: messages.pop(),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> Reply<pb::ListMessagesResponse> {
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Reply<pb::ListMessagesResponse> {
         let request = request.into_inner();
-        require("business_phone_number_id", &request.business_phone_number_id)?;
+        require(
+            "business_phone_number_id",
+            &request.business_phone_number_id,
+        )?;
         require("contact_id", &request.contact_id)?;
         let limit = page_size(request.page_size);
         let before = parse_message_cursor(&request.page_token)?;
         let rows = self
             .store
-            .list_messages(&request.business_phone_number_id, &request.contact_id, before, limit)
+            .list_messages(
+                &request.business_phone_number_id,
+                &request.contact_id,
+                before,
+                limit,
+            )
             .await
             .map_err(MessagingError::from)?;
         let next_page_token = match rows.last() {
-            Some(last) if rows.len() == limit as usize => format!("{}.{}", last.timestamp_s, last.id),
+            Some(last) if rows.len() == limit as usize => {
+                format!("{}.{}", last.timestamp_s, last.id)
+            }
             _ => String::new(),
         };
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            let timeline = if row.direction == Direction::Outbound.as_str() {
-                self.store.status_timeline(&row.wamid).await.map_err(MessagingError::from)?
-            } else {
-                Vec::new()
-            };
-            messages.push(message_to_pb(row, timeline));
-        }
-        Ok(Response::new(pb::ListMessagesResponse { messages, next_page_token }))
+        let messages = self.with_timelines(rows).await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages,
+            next_page_token,
+        }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> Reply<pb::ListContactsResponse> {
+    async fn list_contacts(
+        &self,
+        request: Request<pb::ListContactsRequest>,
+    ) -> Reply<pb::ListContactsResponse> {
         let request = request.into_inner();
         let limit = page_size(request.page_size);
         let after = parse_contact_cursor(&request.page_token)?;
@@ -124,9 +186,10 @@ impl pb::messaging_server::Messaging for MessagingService {
             .await
             .map_err(MessagingError::from)?;
         let next_page_token = match rows.last() {
-            Some(last) if rows.len() == limit as usize => hex::encode(
-                format!("{}\n{}\n{}", last.last_seen_ms, last.business_phone_number_id, last.contact_id),
-            ),
+            Some(last) if rows.len() == limit as usize => hex::encode(format!(
+                "{}\n{}\n{}",
+                last.last_seen_ms, last.business_phone_number_id, last.contact_id
+            )),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListContactsResponse {
@@ -136,9 +199,15 @@ impl pb::messaging_server::Messaging for MessagingService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_service_window(&self, request: Request<pb::GetServiceWindowRequest>) -> Reply<pb::ServiceWindow> {
+    async fn get_service_window(
+        &self,
+        request: Request<pb::GetServiceWindowRequest>,
+    ) -> Reply<pb::ServiceWindow> {
         let request = request.into_inner();
-        require("business_phone_number_id", &request.business_phone_number_id)?;
+        require(
+            "business_phone_number_id",
+            &request.business_phone_number_id,
+        )?;
         require("contact_id", &request.contact_id)?;
         let contact = self
             .store
@@ -150,7 +219,10 @@ impl pb::messaging_server::Messaging for MessagingService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_webhook_delivery(&self, request: Request<pb::GetWebhookDeliveryRequest>) -> Reply<pb::WebhookDelivery> {
+    async fn get_webhook_delivery(
+        &self,
+        request: Request<pb::GetWebhookDeliveryRequest>,
+    ) -> Reply<pb::WebhookDelivery> {
         let id = request.into_inner().id;
         let d = self
             .store
@@ -178,18 +250,24 @@ impl pb::messaging_server::Messaging for MessagingService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_webhook_events(&self, request: Request<pb::ListWebhookEventsRequest>) -> Reply<pb::ListWebhookEventsResponse> {
+    async fn list_webhook_events(
+        &self,
+        request: Request<pb::ListWebhookEventsRequest>,
+    ) -> Reply<pb::ListWebhookEventsResponse> {
         let request = request.into_inner();
         let limit = page_size(request.page_size);
         let after_id = if request.page_token.is_empty() {
             0
         } else {
-            request
-                .page_token
-                .parse()
-                .map_err(|_| MessagingError::InvalidArgument("page_token: not a token this service gave".into()))?
+            request.page_token.parse().map_err(|_| {
+                MessagingError::InvalidArgument("page_token: not a token this service gave".into())
+            })?
         };
-        let rows = self.store.list_events(&request.field, after_id, limit).await.map_err(MessagingError::from)?;
+        let rows = self
+            .store
+            .list_events(&request.field, after_id, limit)
+            .await
+            .map_err(MessagingError::from)?;
         let next_page_token = match rows.last() {
             Some(last) if rows.len() == limit as usize => last.id.to_string(),
             _ => String::new(),
@@ -214,7 +292,10 @@ impl pb::messaging_server::Messaging for MessagingService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn check_dependencies(&self, _request: Request<pb::CheckDependenciesRequest>) -> Reply<pb::CheckDependenciesResponse> {
+    async fn check_dependencies(
+        &self,
+        _request: Request<pb::CheckDependenciesRequest>,
+    ) -> Reply<pb::CheckDependenciesResponse> {
         let started = std::time::Instant::now();
         let result = self.store.ping().await;
         let database = pb::DependencyHealth {
@@ -222,31 +303,50 @@ impl pb::messaging_server::Messaging for MessagingService {
             up: result.is_ok(),
             latency_us: started.elapsed().as_micros() as u64,
             kind: self.store.backend().into(),
-            error: result.err().map(|e| match e {
-                crate::store::StoreError::Unavailable(_) => "unreachable".to_owned(),
-                _ => "failing queries".to_owned(),
-            }).unwrap_or_default(),
+            error: result
+                .err()
+                .map(|e| match e {
+                    crate::store::StoreError::Unavailable(_) => "unreachable".to_owned(),
+                    _ => "failing queries".to_owned(),
+                })
+                .unwrap_or_default(),
         };
-        Ok(Response::new(pb::CheckDependenciesResponse { dependencies: vec![database] }))
+        Ok(Response::new(pb::CheckDependenciesResponse {
+            dependencies: vec![database],
+        }))
     }
 }
 
 /// The window of a user whose newest message is `last_inbound_s`, seen at `now_s`.
 pub fn service_window(last_inbound_s: i64, now_s: i64) -> pb::ServiceWindow {
-    let expires = if last_inbound_s > 0 { last_inbound_s + SERVICE_WINDOW_S } else { 0 };
-    pb::ServiceWindow { open: now_s < expires, expires_at_unix_s: expires, last_inbound_unix_s: last_inbound_s }
+    let expires = if last_inbound_s > 0 {
+        last_inbound_s + SERVICE_WINDOW_S
+    } else {
+        0
+    };
+    pb::ServiceWindow {
+        open: now_s < expires,
+        expires_at_unix_s: expires,
+        last_inbound_unix_s: last_inbound_s,
+    }
 }
 
 fn require(field: &str, value: &str) -> Result<(), MessagingError> {
     if value.is_empty() {
-        Err(MessagingError::InvalidArgument(format!("{field}: required")))
+        Err(MessagingError::InvalidArgument(format!(
+            "{field}: required"
+        )))
     } else {
         Ok(())
     }
 }
 
 fn page_size(requested: u32) -> u32 {
-    if requested == 0 { DEFAULT_PAGE } else { requested.min(MAX_PAGE) }
+    if requested == 0 {
+        DEFAULT_PAGE
+    } else {
+        requested.min(MAX_PAGE)
+    }
 }
 
 fn bad_token() -> MessagingError {
@@ -268,7 +368,8 @@ fn parse_contact_cursor(token: &str) -> Result<Option<ContactCursor>, MessagingE
     if token.is_empty() {
         return Ok(None);
     }
-    let text = String::from_utf8(hex::decode(token).map_err(|_| bad_token())?).map_err(|_| bad_token())?;
+    let text =
+        String::from_utf8(hex::decode(token).map_err(|_| bad_token())?).map_err(|_| bad_token())?;
     let mut parts = text.splitn(3, '\n');
     let (Some(ms), Some(phone), Some(contact)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad_token());
@@ -332,7 +433,11 @@ fn message_to_pb(m: StoredMessage, timeline: Vec<StoredStatus>) -> pb::Message {
     pb::Message {
         id: m.id,
         wamid: m.wamid,
-        direction: if m.direction == Direction::Inbound.as_str() { pb::Direction::Inbound } else { pb::Direction::Outbound } as i32,
+        direction: if m.direction == Direction::Inbound.as_str() {
+            pb::Direction::Inbound
+        } else {
+            pb::Direction::Outbound
+        } as i32,
         business_phone_number_id: m.business_phone_number_id,
         contact_id: m.contact_id,
         r#type: m.kind,
@@ -393,10 +498,19 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
-        assert_eq!(parse_message_cursor("17.4").unwrap(), Some(MessageCursor { timestamp_s: 17, id: 4 }));
+        assert_eq!(
+            parse_message_cursor("17.4").unwrap(),
+            Some(MessageCursor {
+                timestamp_s: 17,
+                id: 4
+            })
+        );
         assert!(parse_message_cursor("x.y").is_err());
         let token = hex::encode("5\np\nc");
-        assert_eq!(parse_contact_cursor(&token).unwrap().unwrap().contact_id, "c");
+        assert_eq!(
+            parse_contact_cursor(&token).unwrap().unwrap().contact_id,
+            "c"
+        );
         assert!(parse_contact_cursor("zz").is_err());
     }
 }

@@ -27,7 +27,11 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { committers: 2, max_batch: 256, queue_capacity: 4096 }
+        Self {
+            committers: 2,
+            max_batch: 256,
+            queue_capacity: 4096,
+        }
     }
 }
 
@@ -45,7 +49,11 @@ impl Ingestor {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..config.committers.max(1) {
-            tokio::spawn(commit_loop(store.clone(), receiver.clone(), config.max_batch.max(1)));
+            tokio::spawn(commit_loop(
+                store.clone(),
+                receiver.clone(),
+                config.max_batch.max(1),
+            ));
         }
         Self { queue }
     }
@@ -113,5 +121,7 @@ fn record_batch(size: usize, started: Instant, result: &'static str) {
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

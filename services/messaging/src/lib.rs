@@ -52,7 +52,10 @@ impl Messaging {
             ingest.committers = 1; // one writer; more would only wait on each other
         }
         let ingestor = ingest::Ingestor::start(store.clone(), ingest);
-        Self { service: grpc::MessagingService::new(store.clone(), ingestor), store }
+        Self {
+            service: grpc::MessagingService::new(store.clone(), ingestor),
+            store,
+        }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {

@@ -63,6 +63,7 @@ conformance!(
     batch_outcomes_are_in_input_order_with_increasing_delivery_ids,
     events_filter_by_field_and_page_by_after_id,
     ping_and_backend_name,
+    timelines_of_several_messages_come_in_one_call,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ async fn outbound(store: &dyn Store, wamid: &str) -> StoredMessage {
 /// The statuses of a message's timeline, in the order the store returns them.
 async fn timeline(store: &dyn Store, wamid: &str) -> Vec<String> {
     store
-        .status_timeline(wamid)
+        .status_timelines(&[wamid])
         .await
         .expect("status_timeline")
         .into_iter()
@@ -600,7 +601,10 @@ async fn statuses_move_the_state_forward_only(store: Arc<dyn Store>) {
     let m = outbound(&*store, "wamid.out1").await;
     assert_eq!(m.status.as_deref(), Some("read"));
     assert_eq!(m.contact_id, to);
-    let line = store.status_timeline("wamid.out1").await.expect("timeline");
+    let line = store
+        .status_timelines(&["wamid.out1"])
+        .await
+        .expect("timeline");
     let got: Vec<(&str, i64)> = line
         .iter()
         .map(|s| (s.status.as_str(), s.timestamp_s))
@@ -620,7 +624,10 @@ async fn statuses_move_the_state_forward_only(store: Arc<dyn Store>) {
         outbound(&*store, "wamid.out2").await.status.as_deref(),
         Some("failed")
     );
-    let line = store.status_timeline("wamid.out2").await.expect("timeline");
+    let line = store
+        .status_timelines(&["wamid.out2"])
+        .await
+        .expect("timeline");
     let failed = line
         .iter()
         .find(|s| s.status == "failed")
@@ -1090,5 +1097,51 @@ async fn ping_and_backend_name(store: Arc<dyn Store>) {
         ["postgres", "sqlite"].contains(&store.backend()),
         "{}",
         store.backend()
+    );
+}
+
+async fn timelines_of_several_messages_come_in_one_call(store: Arc<dyn Store>) {
+    let to = "15551230099";
+    for (at, (wamid, status, ts)) in [
+        ("wamid.a", "read", 30),
+        ("wamid.b", "sent", 5),
+        ("wamid.a", "sent", 10),
+        ("wamid.c", "sent", 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ingest_one(
+            &*store,
+            incoming(
+                &status_webhook(PHONE, wamid, status, ts, to, None),
+                2_000 + at as i64,
+            ),
+        )
+        .await;
+    }
+    let lines = store
+        .status_timelines(&["wamid.a", "wamid.b", "wamid.unknown"])
+        .await
+        .expect("timelines");
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|s| (s.wamid.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("wamid.a", "sent"),
+            ("wamid.a", "read"),
+            ("wamid.b", "sent")
+        ],
+        "only the wamids asked for, each by Meta time"
+    );
+    assert!(
+        store
+            .status_timelines(&[])
+            .await
+            .expect("no wamids")
+            .is_empty()
     );
 }

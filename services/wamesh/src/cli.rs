@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "wamesh", version, about = "WhatsApp Business messaging as a gRPC service mesh")]
+#[command(
+    name = "wamesh",
+    version,
+    about = "WhatsApp Business messaging as a gRPC service mesh"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -66,7 +70,11 @@ pub struct NumberArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// messaging's database: postgres://... or sqlite://path?mode=rwc.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/messaging.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/messaging.db?mode=rwc"
+    )]
     pub database_url: String,
     #[arg(long, env = "WAMESH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -87,7 +95,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "WAMESH_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
     /// messaging's gRPC address.
-    #[arg(long, env = "WAMESH_MESSAGING_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "WAMESH_MESSAGING_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub messaging_url: String,
     /// How long a webhook may wait for messaging before the gateway answers 503.
     #[arg(long, env = "WAMESH_INGEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -140,8 +152,12 @@ pub enum BenchCommand {
 /// `10s`, `500ms`, `2m` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

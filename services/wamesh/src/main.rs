@@ -14,7 +14,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     // reqwest is built without a crypto provider of its own; use ring, like sqlx.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let telemetry = wamesh_telemetry::init(&wamesh_telemetry::TelemetryConfig::from_env(cli.command.service_name()))?;
+    let telemetry = wamesh_telemetry::init(&wamesh_telemetry::TelemetryConfig::from_env(
+        cli.command.service_name(),
+    ))?;
     let result = run::command(cli.command).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "wamesh stopped with an error");

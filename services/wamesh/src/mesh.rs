@@ -68,7 +68,13 @@ impl Mesh {
             ingest_timeout: config.ingest_timeout,
         })?;
         let gateway = spawn(|stop| gateway.serve(config.gateway_listener, stop));
-        Ok(Self { gateway_addr, messaging_addr, backend, gateway, messaging })
+        Ok(Self {
+            gateway_addr,
+            messaging_addr,
+            backend,
+            gateway,
+            messaging,
+        })
     }
 
     /// Stops the gateway, then messaging, each draining what it has in flight.
@@ -83,5 +89,8 @@ where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let stop = Shutdown::new();
-    Service { task: tokio::spawn(serve(stop.clone())), stop }
+    Service {
+        task: tokio::spawn(serve(stop.clone())),
+        stop,
+    }
 }

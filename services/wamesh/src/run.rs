@@ -10,7 +10,9 @@ use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 
-use crate::cli::{BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, MessagingArgs, NumberArgs, StoreArgs};
+use crate::cli::{
+    BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, MessagingArgs, NumberArgs, StoreArgs,
+};
 use crate::mesh::{Mesh, MeshConfig};
 
 pub async fn command(command: Command) -> anyhow::Result<()> {
@@ -24,9 +26,13 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}?mode=rwc", args.data_dir.join("messaging.db").display())
+        format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("messaging.db").display()
+        )
     });
     let number = dev_number(&args.number, &args.data_dir)?;
     let mut numbers = vec![number.clone()];
@@ -42,13 +48,24 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("wamesh dev is running (storage: {})", mesh.backend);
-    println!("  gateway    http://{}  (webhooks: POST /api/webhooks/whatsapp, health: /api/webhooks/whatsapp/health, /metrics)", mesh.gateway_addr);
-    println!("  messaging  grpc://{}  (wamesh.messaging.v1.Messaging, reflection on)", mesh.messaging_addr);
+    println!(
+        "  gateway    http://{}  (webhooks: POST /api/webhooks/whatsapp, health: /api/webhooks/whatsapp/health, /metrics)",
+        mesh.gateway_addr
+    );
+    println!(
+        "  messaging  grpc://{}  (wamesh.messaging.v1.Messaging, reflection on)",
+        mesh.messaging_addr
+    );
     if args.redis_url.is_some() {
-        println!("  REDIS_URL is set; it will be used by the rate-limit service when that service is part of the mesh");
+        println!(
+            "  REDIS_URL is set; it will be used by the rate-limit service when that service is part of the mesh"
+        );
     }
     if args.number.app_secret.is_none() {
-        println!("  development credentials (kept in {}):", args.data_dir.join("dev-secrets.json").display());
+        println!(
+            "  development credentials (kept in {}):",
+            args.data_dir.join("dev-secrets.json").display()
+        );
         println!("    WAMESH_APP_SECRET={}", number.app_secret.expose());
         println!("    WAMESH_VERIFY_TOKEN={}", number.verify_token.expose());
     }
@@ -63,7 +80,9 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         numbers.insert(0, default);
     }
     if numbers.is_empty() {
-        tracing::warn!("no app secret configured: every webhook will be refused (set WAMESH_APP_SECRET)");
+        tracing::warn!(
+            "no app secret configured: every webhook will be refused (set WAMESH_APP_SECRET)"
+        );
     }
     let gateway = Gateway::build(GatewayConfig {
         numbers,
@@ -93,18 +112,24 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
                 async move {
                     match store.ping().await {
                         Ok(()) => (axum::http::StatusCode::OK, "ready"),
-                        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+                        Err(_) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "database unavailable",
+                        ),
                     }
                 }
             }),
         )
-        .merge(wamesh_runtime::metrics::router(wamesh_runtime::metrics::install()));
+        .merge(wamesh_runtime::metrics::router(
+            wamesh_runtime::metrics::install(),
+        ));
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "messaging listening");
     serve_until_signal(|stop| async move {
         let admin_stop = stop.clone();
-        let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
+        let admin =
+            axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
         let (grpc, admin) = tokio::join!(messaging.serve(listener, stop), admin);
         admin?;
         grpc
@@ -113,7 +138,9 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
-    let store = wamesh_messaging::store::open(&args.database_url, 1).await.context("migrating messaging's database")?;
+    let store = wamesh_messaging::store::open(&args.database_url, 1)
+        .await
+        .context("migrating messaging's database")?;
     println!("messaging's {} schema is up to date", store.backend());
     Ok(())
 }
@@ -132,16 +159,25 @@ where
     stop.cancel();
     match tokio::time::timeout(wamesh_runtime::shutdown::DRAIN_TIMEOUT, task).await {
         Ok(joined) => joined?,
-        Err(_) => anyhow::bail!("did not drain within {:?}", wamesh_runtime::shutdown::DRAIN_TIMEOUT),
+        Err(_) => anyhow::bail!(
+            "did not drain within {:?}",
+            wamesh_runtime::shutdown::DRAIN_TIMEOUT
+        ),
     }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
 }
 
 pub fn ingest_config(args: &IngestArgs) -> IngestConfig {
-    IngestConfig { committers: args.ingest_committers, max_batch: args.ingest_max_batch, ..IngestConfig::default() }
+    IngestConfig {
+        committers: args.ingest_committers,
+        max_batch: args.ingest_max_batch,
+        ..IngestConfig::default()
+    }
 }
 
 fn numbers_file(args: &NumberArgs) -> anyhow::Result<Vec<BusinessNumber>> {
@@ -175,7 +211,9 @@ pub fn dev_number(args: &NumberArgs, data_dir: &Path) -> anyhow::Result<Business
         waba_id: args.waba_id.clone(),
         app_secret: Secret::new(secrets.app_secret),
         verify_token: Secret::new(args.verify_token.clone().unwrap_or(secrets.verify_token)),
-        access_token: Some(Secret::new(args.access_token.clone().unwrap_or(secrets.access_token))),
+        access_token: Some(Secret::new(
+            args.access_token.clone().unwrap_or(secrets.access_token),
+        )),
     })
 }
 
@@ -192,7 +230,8 @@ impl DevSecrets {
 
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -206,7 +245,8 @@ impl DevSecrets {
             access_token: Secret::generate().expose().to_owned(),
         };
         let path = data_dir.join(Self::FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(&secrets)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&secrets)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(secrets)
     }
 }

@@ -22,7 +22,14 @@ struct Dev {
 impl Dev {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["dev", "--gateway-addr", "127.0.0.1:0", "--messaging-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "dev",
+                "--gateway-addr",
+                "127.0.0.1:0",
+                "--messaging-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env_remove("WAMESH_APP_SECRET")
             .env_remove("DATABASE_URL")
@@ -39,21 +46,38 @@ impl Dev {
         });
         let (mut gateway, mut messaging) = (None, None);
         while gateway.is_none() || messaging.is_none() {
-            let line = received.recv_timeout(Duration::from_secs(60)).expect("wamesh dev prints its addresses");
-            let word = |prefix: &str| line.trim_start().strip_prefix(prefix).map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned());
+            let line = received
+                .recv_timeout(Duration::from_secs(60))
+                .expect("wamesh dev prints its addresses");
+            let word = |prefix: &str| {
+                line.trim_start()
+                    .strip_prefix(prefix)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+            };
             gateway = gateway.or_else(|| word("gateway"));
-            messaging = messaging.or_else(|| word("messaging").map(|m| m.replace("grpc://", "http://")));
+            messaging =
+                messaging.or_else(|| word("messaging").map(|m| m.replace("grpc://", "http://")));
         }
-        Self { child, gateway: gateway.unwrap(), messaging: messaging.unwrap() }
+        Self {
+            child,
+            gateway: gateway.unwrap(),
+            messaging: messaging.unwrap(),
+        }
     }
 
     /// Sends `signal` and waits for a clean exit.
     fn stop_with(mut self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
         for _ in 0..300 {
             if let Some(exit) = self.child.try_wait().expect("wait") {
-                assert!(exit.success(), "wamesh dev exited with {exit} after {signal}");
+                assert!(
+                    exit.success(),
+                    "wamesh dev exited with {exit} after {signal}"
+                );
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -70,11 +94,16 @@ fn temp_dir() -> PathBuf {
 }
 
 fn rand_id() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 ^ u64::from(std::process::id())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id())
 }
 
 fn app_secret(data_dir: &Path) -> String {
-    let text = std::fs::read_to_string(data_dir.join("dev-secrets.json")).expect("dev secrets written");
+    let text =
+        std::fs::read_to_string(data_dir.join("dev-secrets.json")).expect("dev secrets written");
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     value["app_secret"].as_str().unwrap().to_owned()
 }
@@ -86,37 +115,64 @@ async fn dev_serves_webhooks_stops_on_sigterm_and_keeps_them_across_a_restart() 
     let dev = Dev::start(&data_dir);
     let secret = app_secret(&data_dir);
 
-    let (_, body) = wamesh_testkit::webhook_corpus().into_iter().find(|(name, _)| name == "message__text.json").unwrap();
-    let wamid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+    let (_, body) = wamesh_testkit::webhook_corpus()
+        .into_iter()
+        .find(|(name, _)| name == "message__text.json")
+        .unwrap();
+    let wamid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["entry"][0]["changes"]
+        [0]["value"]["messages"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let response = reqwest::Client::new()
         .post(format!("{}/api/webhooks/whatsapp", dev.gateway))
-        .header("x-hub-signature-256", wamesh_whatsapp::sign(secret.as_bytes(), &body))
+        .header(
+            "x-hub-signature-256",
+            wamesh_whatsapp::sign(secret.as_bytes(), &body),
+        )
         .body(body.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let channel = tonic::transport::Channel::from_shared(dev.messaging.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(dev.messaging.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-        .check(tonic_health::pb::HealthCheckRequest { service: "wamesh.messaging.v1.Messaging".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "wamesh.messaging.v1.Messaging".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    assert!(list_services(channel).await.contains(&"wamesh.messaging.v1.Messaging".to_owned()));
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    assert!(
+        list_services(channel)
+            .await
+            .contains(&"wamesh.messaging.v1.Messaging".to_owned())
+    );
 
     dev.stop_with("-TERM");
 
     // Restarted on the same data directory: same secrets, and the webhook is still there.
     let dev = Dev::start(&data_dir);
     assert_eq!(app_secret(&data_dir), secret);
-    let channel = tonic::transport::Channel::from_shared(dev.messaging.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(dev.messaging.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let message = MessagingClient::new(channel)
-        .get_message(GetMessageRequest { key: Some(get_message_request::Key::Wamid(wamid.clone())), direction: 0 })
+        .get_message(GetMessageRequest {
+            key: Some(get_message_request::Key::Wamid(wamid.clone())),
+            direction: 0,
+        })
         .await
         .expect("the message survived the restart")
         .into_inner()
@@ -129,18 +185,28 @@ async fn dev_serves_webhooks_stops_on_sigterm_and_keeps_them_across_a_restart() 
 
 /// The services gRPC reflection lists.
 async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::once(request))
         .await
         .unwrap()
         .into_inner();
-    match responses.message().await.unwrap().and_then(|r| r.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+    match responses
+        .message()
+        .await
+        .unwrap()
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected reflection answer: {other:?}"),
     }
 }
@@ -148,17 +214,41 @@ async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
 #[test]
 fn bench_ingest_ends_with_its_json_summary() {
     let output = Command::new(BIN)
-        .args(["bench", "ingest", "--in-process", "--duration", "1s", "--warmup", "0s", "--concurrency", "4", "--database-url"])
-        .arg(format!("{}?sslmode=disable", wamesh_testkit::postgres_admin_url()))
+        .args([
+            "bench",
+            "ingest",
+            "--in-process",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "4",
+            "--database-url",
+        ])
+        .arg(format!(
+            "{}?sslmode=disable",
+            wamesh_testkit::postgres_admin_url()
+        ))
         .env("RUST_LOG", "warn")
         .output()
         .expect("wamesh bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let last = stdout.lines().last().expect("output");
     let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
     assert_eq!(summary["name"], "ingest");
-    for key in ["throughput_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms"] {
+    for key in [
+        "throughput_per_s",
+        "baseline_per_s",
+        "ratio",
+        "p50_ms",
+        "p99_ms",
+    ] {
         assert!(summary[key].as_f64().is_some(), "{key} missing in {last}");
     }
     assert!(summary["throughput_per_s"].as_f64().unwrap() > 0.0);

@@ -27,7 +27,10 @@ fn expected(body: &[u8]) -> Expected {
     let mut expected = Expected::default();
     let ids = |value: &Value, key: &str| -> Vec<String> {
         let items = value[key].as_array().cloned().unwrap_or_default();
-        items.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()
+        items
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect()
     };
     for entry in root["entry"].as_array().expect("entry[]") {
         for change in entry["changes"].as_array().expect("changes[]") {
@@ -37,15 +40,21 @@ fn expected(body: &[u8]) -> Expected {
                     expected.inbound.extend(ids(value, "messages"));
                     for s in value["statuses"].as_array().into_iter().flatten() {
                         if let (Some(id), Some(status)) = (s["id"].as_str(), s["status"].as_str()) {
-                            expected.statuses.push((id.to_owned(), status.to_ascii_lowercase()));
+                            expected
+                                .statuses
+                                .push((id.to_owned(), status.to_ascii_lowercase()));
                         }
                     }
                     for e in value["errors"].as_array().into_iter().flatten() {
-                        expected.error_codes.push(e["code"].as_i64().expect("error code"));
+                        expected
+                            .error_codes
+                            .push(e["code"].as_i64().expect("error code"));
                     }
                 }
                 "smb_message_echoes" => expected.echoes.extend(ids(value, "message_echoes")),
-                other => expected.other_fields.push((other.to_owned(), value.clone())),
+                other => expected
+                    .other_fields
+                    .push((other.to_owned(), value.clone())),
             }
         }
     }
@@ -62,20 +71,33 @@ async fn every_corpus_payload_is_accepted_kept_byte_identical_and_readable(backe
     for (name, body) in &corpus {
         let (status, answer) = mesh.post(body).await;
         assert_eq!(status, 200, "{name}: {answer}");
-        let delivery_id = answer["delivery_id"].as_i64().unwrap_or_else(|| panic!("{name}: no delivery_id in {answer}"));
+        let delivery_id = answer["delivery_id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name}: no delivery_id in {answer}"));
         let delivery = reads::existing_delivery(&grpc, delivery_id).await;
-        assert!(delivery.raw_body == *body, "{name}: the stored body differs from the one posted");
+        assert!(
+            delivery.raw_body == *body,
+            "{name}: the stored body differs from the one posted"
+        );
         assert_eq!(delivery.size_bytes, body.len() as u64, "{name}");
 
         let expected = expected(body);
         for wamid in &expected.inbound {
             let m = reads::existing_message(&grpc, wamid, Direction::Inbound).await;
-            assert_eq!((m.wamid.as_str(), m.direction()), (wamid.as_str(), Direction::Inbound), "{name}");
+            assert_eq!(
+                (m.wamid.as_str(), m.direction()),
+                (wamid.as_str(), Direction::Inbound),
+                "{name}"
+            );
             checked[0] += 1;
         }
         for wamid in &expected.echoes {
             let m = reads::existing_message(&grpc, wamid, Direction::Outbound).await;
-            assert_eq!((m.wamid.as_str(), m.direction()), (wamid.as_str(), Direction::Outbound), "{name}");
+            assert_eq!(
+                (m.wamid.as_str(), m.direction()),
+                (wamid.as_str(), Direction::Outbound),
+                "{name}"
+            );
             checked[1] += 1;
         }
         for (wamid, status) in &expected.statuses {
@@ -91,22 +113,32 @@ async fn every_corpus_payload_is_accepted_kept_byte_identical_and_readable(backe
         for (field, value) in &expected.other_fields {
             let events = reads::events(&grpc, field).await;
             let found = events.iter().any(|e| {
-                e.kind == "field" && serde_json::from_str::<Value>(&e.raw_json).ok().as_ref() == Some(value)
+                e.kind == "field"
+                    && serde_json::from_str::<Value>(&e.raw_json).ok().as_ref() == Some(value)
             });
-            assert!(found, "{name}: no {field:?} event holds its value (events of that field: {})", events.len());
+            assert!(
+                found,
+                "{name}: no {field:?} event holds its value (events of that field: {})",
+                events.len()
+            );
             checked[3] += 1;
         }
         if !expected.error_codes.is_empty() {
             let events = reads::events(&grpc, "messages").await;
             for code in &expected.error_codes {
                 assert!(
-                    events.iter().any(|e| e.kind == "error" && e.error_code == *code),
+                    events
+                        .iter()
+                        .any(|e| e.kind == "error" && e.error_code == *code),
                     "{name}: value.errors code {code} is not listed as an event"
                 );
             }
         }
     }
     // The corpus has every kind: make sure none of the loops above silently checked nothing.
-    assert!(checked.iter().all(|n| *n > 0), "inbound, echoes, statuses, other fields checked: {checked:?}");
+    assert!(
+        checked.iter().all(|n| *n > 0),
+        "inbound, echoes, statuses, other fields checked: {checked:?}"
+    );
     mesh.stop().await;
 }

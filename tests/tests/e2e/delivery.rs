@@ -42,9 +42,18 @@ async fn escaped_unicode_is_verified_over_the_raw_bytes_and_stored_decoded(backe
     let message = reads::existing_message(&grpc, "wamid.unicode", Direction::Inbound).await;
     assert_eq!(message.text, "é😀");
     let contacts = reads::contacts(&grpc).await;
-    assert_eq!(contacts.iter().map(|c| c.profile_name.as_str()).collect::<Vec<_>>(), ["René"]);
+    assert_eq!(
+        contacts
+            .iter()
+            .map(|c| c.profile_name.as_str())
+            .collect::<Vec<_>>(),
+        ["René"]
+    );
     let delivery_id = answer["delivery_id"].as_i64().expect("delivery_id");
-    assert!(reads::existing_delivery(&grpc, delivery_id).await.raw_body == raw, "stored as received, escapes kept");
+    assert!(
+        reads::existing_delivery(&grpc, delivery_id).await.raw_body == raw,
+        "stored as received, escapes kept"
+    );
 
     // The same JSON re-serialised (UTF-8 instead of escapes) is other bytes: the signature fails.
     let parsed: Value = serde_json::from_slice(&raw).expect("JSON");
@@ -53,7 +62,11 @@ async fn escaped_unicode_is_verified_over_the_raw_bytes_and_stored_decoded(backe
     let (status, answer) = mesh.post_raw(&reserialised, Some(&signature)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     let next = reads::delivery(&grpc, delivery_id + 1).await;
-    assert_eq!(next.map_err(|s| s.code()).err(), Some(Code::NotFound), "the refused body made no delivery");
+    assert_eq!(
+        next.map_err(|s| s.code()).err(),
+        Some(Code::NotFound),
+        "the refused body made no delivery"
+    );
     mesh.stop().await;
 }
 
@@ -65,10 +78,19 @@ async fn the_same_webhook_posted_three_times_at_once_is_stored_once(backend: Bac
     for (status, answer) in &answers {
         assert_eq!(*status, 200, "{answer}");
     }
-    let new_messages: i64 = answers.iter().map(|(_, a)| a["new_messages"].as_i64().expect("new_messages")).sum();
+    let new_messages: i64 = answers
+        .iter()
+        .map(|(_, a)| a["new_messages"].as_i64().expect("new_messages"))
+        .sum();
     assert_eq!(new_messages, 1, "{answers:?}");
-    let first_copies = answers.iter().filter(|(_, a)| a["duplicate"] == false).count();
-    assert_eq!(first_copies, 1, "exactly one answer is not a duplicate body: {answers:?}");
+    let first_copies = answers
+        .iter()
+        .filter(|(_, a)| a["duplicate"] == false)
+        .count();
+    assert_eq!(
+        first_copies, 1,
+        "exactly one answer is not a duplicate body: {answers:?}"
+    );
     let conversation = reads::conversation(&mesh.grpc(), "15551230005", 50).await;
     assert_eq!(conversation.len(), 1, "{conversation:?}");
     assert_eq!(conversation[0].text, "only once");
@@ -79,13 +101,25 @@ async fn statuses_out_of_order_end_read_with_each_status_once_in_the_timeline(ba
     let mesh = TestMesh::start(backend).await;
     let grpc = mesh.grpc();
     let (wamid, to, t0) = ("wamid.out.of.order", "15551230006", now_s() - 100);
-    let steps = [("read", t0 + 20, 1), ("sent", t0, 1), ("delivered", t0 + 10, 1), ("delivered", t0 + 10, 0)];
+    let steps = [
+        ("read", t0 + 20, 1),
+        ("sent", t0, 1),
+        ("delivered", t0 + 10, 1),
+        ("delivered", t0 + 10, 0),
+    ];
     for (status, at, new) in steps {
-        let (code, answer) = mesh.post(&payloads::statuses(vec![payloads::status(wamid, status, at, to)])).await;
+        let (code, answer) = mesh
+            .post(&payloads::statuses(vec![payloads::status(
+                wamid, status, at, to,
+            )]))
+            .await;
         assert_eq!(code, 200, "{status}: {answer}");
         assert_eq!(answer["new_statuses"], json!(new), "{status}: {answer}");
         let message = reads::existing_message(&grpc, wamid, Direction::Outbound).await;
-        assert_eq!(message.status, "read", "after {status}, the state stays read");
+        assert_eq!(
+            message.status, "read",
+            "after {status}, the state stays read"
+        );
     }
     let message = reads::existing_message(&grpc, wamid, Direction::Outbound).await;
     assert_eq!(reads::timeline(&message), ["sent", "delivered", "read"]);
@@ -98,15 +132,23 @@ async fn a_webhook_with_1000_statuses_is_stored_whole(backend: Backend) {
     let grpc = mesh.grpc();
     let t0 = now_s() - 10_000;
     let wamid = |i: i64| format!("wamid.batch.{i:04}");
-    let items = (0..1000).map(|i| payloads::status(&wamid(i), "delivered", t0 + i, "15551230007")).collect();
+    let items = (0..1000)
+        .map(|i| payloads::status(&wamid(i), "delivered", t0 + i, "15551230007"))
+        .collect();
     let (status, answer) = mesh.post(&payloads::statuses(items)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["new_statuses"], json!(1000));
-    let delivery = reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id")).await;
+    let delivery =
+        reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id")).await;
     assert_eq!(delivery.counts.expect("counts").statuses, 1000);
     for i in (0..1000).step_by(111).chain([999]) {
         let message = reads::existing_message(&grpc, &wamid(i), Direction::Outbound).await;
-        assert_eq!((message.status.as_str(), reads::timeline(&message)), ("delivered", vec!["delivered"]), "{}", wamid(i));
+        assert_eq!(
+            (message.status.as_str(), reads::timeline(&message)),
+            ("delivered", vec!["delivered"]),
+            "{}",
+            wamid(i)
+        );
         assert_eq!(message.timestamp_unix_s, t0 + i);
     }
     mesh.stop().await;
@@ -118,7 +160,12 @@ async fn a_webhook_of_nearly_3_mb_is_stored_whole(backend: Backend) {
     let from = "15551230008";
     let t0 = now_s() - 10_000;
     let texts: HashMap<String, String> = (0..1000)
-        .map(|i| (format!("wamid.big.{i:04}"), format!("{i:04} {}", "lorem ipsum é ".repeat(180))))
+        .map(|i| {
+            (
+                format!("wamid.big.{i:04}"),
+                format!("{i:04} {}", "lorem ipsum é ".repeat(180)),
+            )
+        })
         .collect();
     let messages = texts
         .iter()
@@ -138,14 +185,23 @@ async fn a_webhook_of_nearly_3_mb_is_stored_whole(backend: Backend) {
     let (status, answer) = mesh.post(&body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["new_messages"], json!(1000));
-    let delivery = reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id")).await;
+    let delivery =
+        reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id")).await;
     assert_eq!(delivery.size_bytes, body.len() as u64);
-    assert!(delivery.raw_body == body, "the body is stored byte for byte");
+    assert!(
+        delivery.raw_body == body,
+        "the body is stored byte for byte"
+    );
     assert_eq!(delivery.counts.expect("counts").messages, 1000);
     let conversation = reads::conversation(&grpc, from, 200).await;
     assert_eq!(conversation.len(), 1000);
     for message in &conversation {
-        assert_eq!(Some(&message.text), texts.get(&message.wamid), "{}", message.wamid);
+        assert_eq!(
+            Some(&message.text),
+            texts.get(&message.wamid),
+            "{}",
+            message.wamid
+        );
     }
     mesh.stop().await;
 }
@@ -153,15 +209,21 @@ async fn a_webhook_of_nearly_3_mb_is_stored_whole(backend: Backend) {
 async fn each_registered_number_verifies_its_own_webhooks_and_is_named(backend: Backend) {
     let numbered = harness::number(Some("111"));
     let default = harness::number(None);
-    let (numbered_secret, default_secret) = (numbered.app_secret.clone(), default.app_secret.clone());
+    let (numbered_secret, default_secret) =
+        (numbered.app_secret.clone(), default.app_secret.clone());
     let mesh = TestMesh::start_with_numbers(backend, vec![numbered, default]).await;
     let grpc = mesh.grpc();
 
-    for (secret, wamid, label) in [(&numbered_secret, "wamid.by.111", "111"), (&default_secret, "wamid.by.default", "default")] {
+    for (secret, wamid, label) in [
+        (&numbered_secret, "wamid.by.111", "111"),
+        (&default_secret, "wamid.by.default", "default"),
+    ] {
         let body = payloads::inbound_text("15551230009", wamid, now_s(), label);
         let (status, answer) = mesh.post_raw(&body, Some(&sign(secret, &body))).await;
         assert_eq!(status, 200, "{label}: {answer}");
-        let delivery = reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id")).await;
+        let delivery =
+            reads::existing_delivery(&grpc, answer["delivery_id"].as_i64().expect("delivery_id"))
+                .await;
         assert_eq!(delivery.verified_by, label);
         reads::existing_message(&grpc, wamid, Direction::Inbound).await;
     }

@@ -14,36 +14,71 @@ async fn verify_handshake_answers_the_challenge_only_to_our_token() {
     let token = mesh.verify_token.expose().to_owned();
     let path = "/api/webhooks/whatsapp";
 
-    let (status, body) = mesh.get(&format!("{path}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444")).await;
+    let (status, body) = mesh
+        .get(&format!(
+            "{path}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        ))
+        .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "1158201444"));
 
     for (case, query) in [
-        ("wrong token", format!("hub.mode=subscribe&hub.verify_token={token}x&hub.challenge=1")),
-        ("empty token", "hub.mode=subscribe&hub.verify_token=&hub.challenge=1".to_owned()),
-        ("not subscribe", format!("hub.mode=unsubscribe&hub.verify_token={token}&hub.challenge=1")),
+        (
+            "wrong token",
+            format!("hub.mode=subscribe&hub.verify_token={token}x&hub.challenge=1"),
+        ),
+        (
+            "empty token",
+            "hub.mode=subscribe&hub.verify_token=&hub.challenge=1".to_owned(),
+        ),
+        (
+            "not subscribe",
+            format!("hub.mode=unsubscribe&hub.verify_token={token}&hub.challenge=1"),
+        ),
     ] {
         let (status, body) = mesh.get(&format!("{path}?{query}")).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{case}: {body}");
-        assert!(!body.contains(&token), "{case}: the answer never echoes our token");
+        assert!(
+            !body.contains(&token),
+            "{case}: the answer never echoes our token"
+        );
     }
 
     for (case, query) in [
         ("no parameters", String::new()),
-        ("no challenge", format!("?hub.mode=subscribe&hub.verify_token={token}")),
+        (
+            "no challenge",
+            format!("?hub.mode=subscribe&hub.verify_token={token}"),
+        ),
         ("no token", "?hub.mode=subscribe&hub.challenge=1".to_owned()),
-        ("no mode", format!("?hub.verify_token={token}&hub.challenge=1")),
+        (
+            "no mode",
+            format!("?hub.verify_token={token}&hub.challenge=1"),
+        ),
     ] {
         let (status, body) = mesh.get(&format!("{path}{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{case}: {body}");
-        let error: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {body}"));
-        assert!(error["error"].as_str().is_some_and(|e| e.contains("hub.challenge")), "{case}: {error}");
+        let error: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {body}"));
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("hub.challenge")),
+            "{case}: {error}"
+        );
     }
     mesh.stop().await;
 }
 
 async fn health_lists_messaging_and_its_database_up_and_metrics_count_webhooks(backend: Backend) {
     let mesh = TestMesh::start(backend).await;
-    let (status, answer) = mesh.post(&payloads::inbound_text("15551230020", "wamid.health", now_s(), "hi")).await;
+    let (status, answer) = mesh
+        .post(&payloads::inbound_text(
+            "15551230020",
+            "wamid.health",
+            now_s(),
+            "hi",
+        ))
+        .await;
     assert_eq!(status, 200, "{answer}");
 
     let (status, report) = mesh.get_json("/api/webhooks/whatsapp/health").await;
@@ -57,12 +92,20 @@ async fn health_lists_messaging_and_its_database_up_and_metrics_count_webhooks(b
             .find(|d| d["name"] == name)
             .unwrap_or_else(|| panic!("{name} is not in {report}"))
     };
-    for (name, kind) in [("messaging", "grpc"), ("messaging.database", backend.name())] {
+    for (name, kind) in [
+        ("messaging", "grpc"),
+        ("messaging.database", backend.name()),
+    ] {
         let dependency = find(name);
         assert_eq!(dependency["up"], true, "{dependency}");
         assert_eq!(dependency["kind"], kind, "{dependency}");
-        let latency = dependency["latency_ms"].as_f64().unwrap_or_else(|| panic!("{name} has no latency_ms: {dependency}"));
-        assert!((0.0..2_000.0).contains(&latency), "{name}: latency {latency} ms");
+        let latency = dependency["latency_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} has no latency_ms: {dependency}"));
+        assert!(
+            (0.0..2_000.0).contains(&latency),
+            "{name}: latency {latency} ms"
+        );
     }
 
     assert_eq!(mesh.get("/healthz").await.0, StatusCode::OK);
@@ -71,9 +114,15 @@ async fn health_lists_messaging_and_its_database_up_and_metrics_count_webhooks(b
     let (status, metrics) = mesh.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        metrics.lines().any(|l| l.starts_with("wamesh_webhooks_received_total{") && l.contains("result=\"stored\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wamesh_webhooks_received_total{")
+                && l.contains("result=\"stored\"")),
         "/metrics counts stored webhooks:\n{metrics}"
     );
-    assert!(metrics.contains("# TYPE wamesh_webhooks_received_total counter"), "Prometheus text format:\n{metrics}");
+    assert!(
+        metrics.contains("# TYPE wamesh_webhooks_received_total counter"),
+        "Prometheus text format:\n{metrics}"
+    );
     mesh.stop().await;
 }

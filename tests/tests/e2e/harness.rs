@@ -70,7 +70,10 @@ pub struct TestMesh {
 
 enum Services {
     Whole(Mesh),
-    Split { gateway: Running, messaging: Option<Running> },
+    Split {
+        gateway: Running,
+        messaging: Option<Running>,
+    },
 }
 
 /// A service started with its own shutdown token.
@@ -85,7 +88,10 @@ impl Running {
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let stop = Shutdown::new();
-        Self { task: tokio::spawn(serve(stop.clone())), stop }
+        Self {
+            task: tokio::spawn(serve(stop.clone())),
+            stop,
+        }
     }
 
     async fn stop(self, name: &str) {
@@ -122,7 +128,10 @@ impl TestMesh {
         let database_url = backend.fresh_database_url().await;
         let gateway_listener = bind("127.0.0.1:0").await;
         let messaging_listener = bind("127.0.0.1:0").await;
-        let (app_secret, verify_token) = (numbers[0].app_secret.clone(), numbers[0].verify_token.clone());
+        let (app_secret, verify_token) = (
+            numbers[0].app_secret.clone(),
+            numbers[0].verify_token.clone(),
+        );
         let mesh = Mesh::start(MeshConfig {
             gateway_listener,
             messaging_listener,
@@ -134,10 +143,21 @@ impl TestMesh {
         })
         .await
         .unwrap_or_else(|e| panic!("starting the mesh on {}: {e:#}", backend.name()));
-        assert_eq!(mesh.backend, backend.name(), "messaging runs on the backend the test asked for");
+        assert_eq!(
+            mesh.backend,
+            backend.name(),
+            "messaging runs on the backend the test asked for"
+        );
         let (gateway_addr, messaging_addr) = (mesh.gateway_addr, mesh.messaging_addr);
-        Self::connect(database_url, app_secret, verify_token, gateway_addr, messaging_addr, Services::Whole(mesh))
-            .await
+        Self::connect(
+            database_url,
+            app_secret,
+            verify_token,
+            gateway_addr,
+            messaging_addr,
+            Services::Whole(mesh),
+        )
+        .await
     }
 
     /// Messaging and the gateway started separately, so messaging can be stopped alone.
@@ -158,8 +178,19 @@ impl TestMesh {
         let gateway_listener = bind("127.0.0.1:0").await;
         let gateway_addr = gateway_listener.local_addr().expect("gateway address");
         let gateway = Running::spawn(|stop| gateway.serve(gateway_listener, stop));
-        let services = Services::Split { gateway, messaging: Some(messaging) };
-        Self::connect(database_url, app_secret, verify_token, gateway_addr, messaging_addr, services).await
+        let services = Services::Split {
+            gateway,
+            messaging: Some(messaging),
+        };
+        Self::connect(
+            database_url,
+            app_secret,
+            verify_token,
+            gateway_addr,
+            messaging_addr,
+            services,
+        )
+        .await
     }
 
     async fn connect(
@@ -219,7 +250,10 @@ impl TestMesh {
         let response = request.send().await.expect("POST the webhook");
         let status = response.status();
         let text = response.text().await.expect("read the answer");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// GETs a path of the gateway (`/healthz`, `/api/webhooks/whatsapp?hub.mode=...`).
@@ -237,7 +271,8 @@ impl TestMesh {
     /// GETs a path whose answer is JSON.
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
         let (status, text) = self.get(path).await;
-        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path} answered no JSON ({e}): {text}"));
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GET {path} answered no JSON ({e}): {text}"));
         (status, value)
     }
 
@@ -246,14 +281,21 @@ impl TestMesh {
         let Services::Split { messaging, .. } = &mut self.services else {
             panic!("only a mesh from start_split can stop messaging alone");
         };
-        messaging.take().expect("messaging is running").stop("messaging").await;
+        messaging
+            .take()
+            .expect("messaging is running")
+            .stop("messaging")
+            .await;
     }
 
     /// Starts messaging again on the same address and database (split meshes only).
     pub async fn restart_messaging(&mut self) {
         let listener = bind_again(self.messaging_addr).await;
         let messaging = start_messaging(&self.database_url, listener).await;
-        let Services::Split { messaging: slot, .. } = &mut self.services else {
+        let Services::Split {
+            messaging: slot, ..
+        } = &mut self.services
+        else {
             panic!("only a mesh from start_split can restart messaging");
         };
         assert!(slot.is_none(), "messaging is already running");
@@ -291,7 +333,9 @@ async fn start_messaging(database_url: &str, listener: TcpListener) -> Running {
 }
 
 async fn bind(address: &str) -> TcpListener {
-    TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind {address}: {e}"))
+    TcpListener::bind(address)
+        .await
+        .unwrap_or_else(|e| panic!("bind {address}: {e}"))
 }
 
 /// Binds an address that was just released (the OS may hold it for a moment).
@@ -319,7 +363,10 @@ fn init_tracing() {
     INIT.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }
 

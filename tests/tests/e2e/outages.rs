@@ -22,7 +22,12 @@ async fn assert_unavailable(mesh: &TestMesh, body: &[u8]) {
     let (status, answer) = mesh.post(body).await;
     let took = started.elapsed();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-    assert!(answer["error"].as_str().is_some_and(|e| e.contains("retry")), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("retry")),
+        "{answer}"
+    );
     assert!(took < REFUSED_WITHIN, "the 503 took {took:?}");
 }
 
@@ -31,8 +36,16 @@ async fn health_while_down(mesh: &TestMesh) -> Value {
     let (status, report) = mesh.get_json("/api/webhooks/whatsapp/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
     assert_eq!(report["status"], "down", "{report}");
-    assert_eq!(mesh.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE, "not ready while down");
-    assert_eq!(mesh.get("/healthz").await.0, StatusCode::OK, "alive while down");
+    assert_eq!(
+        mesh.get("/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while down"
+    );
+    assert_eq!(
+        mesh.get("/healthz").await.0,
+        StatusCode::OK,
+        "alive while down"
+    );
     report
 }
 
@@ -63,14 +76,28 @@ async fn assert_stored_once(mesh: &TestMesh, contact: &str, wamid: &str) {
     assert_eq!(wamids, [wamid], "stored exactly once");
 }
 
-async fn with_messaging_stopped_webhooks_get_503_and_are_stored_once_after_it_restarts(backend: Backend) {
+async fn with_messaging_stopped_webhooks_get_503_and_are_stored_once_after_it_restarts(
+    backend: Backend,
+) {
     let mut mesh = TestMesh::start_split(backend).await;
     // One webhook first, so the gateway holds a live connection to messaging when it stops.
-    let (status, answer) = mesh.post(&payloads::inbound_text("15551230030", "wamid.before", now_s(), "before")).await;
+    let (status, answer) = mesh
+        .post(&payloads::inbound_text(
+            "15551230030",
+            "wamid.before",
+            now_s(),
+            "before",
+        ))
+        .await;
     assert_eq!(status, 200, "{answer}");
 
     mesh.stop_messaging().await;
-    let body = payloads::inbound_text("15551230031", "wamid.during.messaging.outage", now_s(), "during");
+    let body = payloads::inbound_text(
+        "15551230031",
+        "wamid.during.messaging.outage",
+        now_s(),
+        "during",
+    );
     assert_unavailable(&mesh, &body).await;
     let report = health_while_down(&mesh).await;
     assert_eq!(dependency(&report, "messaging")["up"], false, "{report}");
@@ -86,17 +113,31 @@ async fn with_messaging_stopped_webhooks_get_503_and_are_stored_once_after_it_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_unreachable_webhooks_get_503_and_are_stored_once_after_it_returns() {
     let mesh = TestMesh::start(Backend::Postgres).await;
-    let (status, answer) = mesh.post(&payloads::inbound_text("15551230032", "wamid.before.db", now_s(), "before")).await;
+    let (status, answer) = mesh
+        .post(&payloads::inbound_text(
+            "15551230032",
+            "wamid.before.db",
+            now_s(),
+            "before",
+        ))
+        .await;
     assert_eq!(status, 200, "{answer}");
 
     let name = database_name(&mesh.database_url).to_owned();
     postgres_admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
-    postgres_admin(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await;
+    postgres_admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
 
     let body = payloads::inbound_text("15551230033", "wamid.during.db.outage", now_s(), "during");
     assert_unavailable(&mesh, &body).await;
     let report = health_while_down(&mesh).await;
-    assert_eq!(dependency(&report, "messaging")["up"], true, "messaging itself answers: {report}");
+    assert_eq!(
+        dependency(&report, "messaging")["up"],
+        true,
+        "messaging itself answers: {report}"
+    );
     let database = dependency(&report, "messaging.database");
     assert_eq!(database["up"], false, "{report}");
     assert_eq!(database["kind"], "postgres", "{report}");

@@ -10,7 +10,10 @@ pub const WABA: &str = "102290129340398";
 
 /// Now, Unix seconds.
 pub fn now_s() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
 }
 
 /// `{"object":"whatsapp_business_account","entry":[{"id":WABA,"changes":[{field, value}]}]}`.
@@ -27,7 +30,11 @@ pub fn messages_value(contacts: Vec<Value>, messages: Vec<Value>, statuses: Vec<
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE},
     });
-    for (key, items) in [("contacts", contacts), ("messages", messages), ("statuses", statuses)] {
+    for (key, items) in [
+        ("contacts", contacts),
+        ("messages", messages),
+        ("statuses", statuses),
+    ] {
         if !items.is_empty() {
             value[key] = Value::Array(items);
         }
@@ -58,7 +65,14 @@ pub fn status(wamid: &str, status: &str, timestamp_s: i64, recipient: &str) -> V
 
 /// A whole webhook: one text message from `from` (with its contact).
 pub fn inbound_text(from: &str, wamid: &str, timestamp_s: i64, body: &str) -> Vec<u8> {
-    to_bytes(&envelope("messages", messages_value(vec![contact(from)], vec![text(from, wamid, timestamp_s, body)], vec![])))
+    to_bytes(&envelope(
+        "messages",
+        messages_value(
+            vec![contact(from)],
+            vec![text(from, wamid, timestamp_s, body)],
+            vec![],
+        ),
+    ))
 }
 
 /// A whole webhook carrying these statuses.

@@ -39,16 +39,27 @@ pub async fn assert_no_message(grpc: &Grpc, wamid: &str) {
 
 /// One entry of the delivery log.
 pub async fn delivery(grpc: &Grpc, id: i64) -> Result<WebhookDelivery, Status> {
-    Ok(grpc.clone().get_webhook_delivery(GetWebhookDeliveryRequest { id }).await?.into_inner())
+    Ok(grpc
+        .clone()
+        .get_webhook_delivery(GetWebhookDeliveryRequest { id })
+        .await?
+        .into_inner())
 }
 
 /// One entry of the delivery log that must exist.
 pub async fn existing_delivery(grpc: &Grpc, id: i64) -> WebhookDelivery {
-    delivery(grpc, id).await.unwrap_or_else(|s| panic!("GetWebhookDelivery({id}): {s}"))
+    delivery(grpc, id)
+        .await
+        .unwrap_or_else(|s| panic!("GetWebhookDelivery({id}): {s}"))
 }
 
 /// One page of a conversation.
-pub async fn messages_page(grpc: &Grpc, contact_id: &str, page_size: u32, page_token: String) -> (Vec<Message>, String) {
+pub async fn messages_page(
+    grpc: &Grpc,
+    contact_id: &str,
+    page_size: u32,
+    page_token: String,
+) -> (Vec<Message>, String) {
     let request = ListMessagesRequest {
         business_phone_number_id: crate::payloads::PHONE.to_owned(),
         contact_id: contact_id.to_owned(),
@@ -83,7 +94,11 @@ pub async fn events(grpc: &Grpc, field: &str) -> Vec<WebhookEvent> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
-        let request = ListWebhookEventsRequest { field: field.to_owned(), page_size: 500, page_token };
+        let request = ListWebhookEventsRequest {
+            field: field.to_owned(),
+            page_size: 500,
+            page_token,
+        };
         let reply = grpc
             .clone()
             .list_webhook_events(request)
@@ -103,7 +118,11 @@ pub async fn contacts(grpc: &Grpc) -> Vec<Contact> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
-        let request = ListContactsRequest { business_phone_number_id: String::new(), page_size: 500, page_token };
+        let request = ListContactsRequest {
+            business_phone_number_id: String::new(),
+            page_size: 500,
+            page_token,
+        };
         let reply = grpc
             .clone()
             .list_contacts(request)

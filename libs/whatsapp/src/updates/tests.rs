@@ -4,16 +4,26 @@ use super::*;
 
 /// The shared corpus of real-shaped webhooks (`../shared/corpus/webhooks/pywa` from the repo root).
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::var("WAMESH_CORPUS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
-    });
+    let dir = std::env::var("WAMESH_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
+        });
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    files.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())).collect()
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn updates_of(name: &str) -> Updates {
@@ -26,7 +36,8 @@ fn every_corpus_payload_parses_into_updates() {
     let files = corpus();
     assert_eq!(files.len(), 74);
     for (name, body) in files {
-        let updates = Updates::from_webhook(&Webhook::parse(&body).unwrap_or_else(|e| panic!("{name}: {e}")));
+        let updates =
+            Updates::from_webhook(&Webhook::parse(&body).unwrap_or_else(|e| panic!("{name}: {e}")));
         let [m, s, c, e, o] = updates.counts();
         assert!(m + s + o > 0, "{name}: nothing extracted");
         assert!(m + s + c + e + o > 0);
@@ -48,7 +59,12 @@ fn text_messages_carry_their_body_contact_and_time() {
 #[test]
 fn media_and_location_and_replies_go_into_columns() {
     let image = &updates_of("message__image.json").messages[0];
-    assert!(image.media.as_ref().is_some_and(|media| !media.id.is_empty() && !media.mime_type.is_empty()));
+    assert!(
+        image
+            .media
+            .as_ref()
+            .is_some_and(|media| !media.id.is_empty() && !media.mime_type.is_empty())
+    );
     let location = &updates_of("message__current_location.json").messages[0];
     assert!(location.latitude.is_some() && location.longitude.is_some());
     let button = &updates_of("callback_button__button.json").messages[0];
@@ -63,15 +79,26 @@ fn media_and_location_and_replies_go_into_columns() {
 fn reactions_edits_and_revokes_name_their_target() {
     let reaction = &updates_of("message__reaction.json").messages[0];
     assert!(reaction.target_message_id.is_some());
-    assert!(reaction.reaction_emoji.as_deref().is_some_and(|e| !e.is_empty()));
+    assert!(
+        reaction
+            .reaction_emoji
+            .as_deref()
+            .is_some_and(|e| !e.is_empty())
+    );
     let removed = &updates_of("message__unreaction_no_emoji.json").messages[0];
     assert_eq!(removed.reaction_emoji.as_deref(), Some(""));
     let edit = &updates_of("edited_message__image.json").messages[0];
     assert_eq!(edit.kind, "edit");
     assert!(edit.target_message_id.is_some());
-    assert_eq!(edit.media.as_ref().unwrap().caption, "Updated image caption");
+    assert_eq!(
+        edit.media.as_ref().unwrap().caption,
+        "Updated image caption"
+    );
     let revoke = &updates_of("deleted_message__revoke.json").messages[0];
-    assert_eq!(revoke.target_message_id.as_deref(), Some("<ORIGINAL_WHATSAPP_MESSAGE_ID>"));
+    assert_eq!(
+        revoke.target_message_id.as_deref(),
+        Some("<ORIGINAL_WHATSAPP_MESSAGE_ID>")
+    );
 }
 
 #[test]
@@ -79,9 +106,16 @@ fn unsupported_messages_and_value_errors_keep_their_errors() {
     let unsupported = &updates_of("message__unsupported.json").messages[0];
     assert_eq!(unsupported.errors[0].code, 131051);
     let with_err = updates_of("message__interactive_message_with_err.json");
-    assert_eq!(with_err.messages.len(), 1, "a message without its type object is still kept");
+    assert_eq!(
+        with_err.messages.len(),
+        1,
+        "a message without its type object is still kept"
+    );
     assert_eq!(with_err.errors[0].error.code, 131000);
-    assert_eq!(with_err.errors[0].error.details, "Unsupported webhook payload");
+    assert_eq!(
+        with_err.errors[0].error.details,
+        "Unsupported webhook payload"
+    );
 }
 
 #[test]
@@ -101,7 +135,10 @@ fn echoes_are_outbound_and_other_fields_are_kept_whole() {
     assert_eq!(echo.origin, "echo");
     assert_eq!(echo.contact_id, "<WHATSAPP_USER_PHONE_NUMBER>");
     let call = updates_of("call_status__call_status.json");
-    assert!(call.statuses.is_empty(), "call statuses are not message statuses");
+    assert!(
+        call.statuses.is_empty(),
+        "call statuses are not message statuses"
+    );
     assert_eq!(call.other[0].field, "calls");
     let account = updates_of("account_update__account_deleted.json");
     assert_eq!(account.other[0].field, "account_update");

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wamesh_whatsapp::Updates;
 
-
 /// One verified webhook POST, parsed, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct IncomingWebhook {
@@ -234,7 +233,21 @@ impl StoreError {
 fn is_transient_db_code(code: Option<&str>) -> bool {
     match code {
         Some(code) if code.starts_with("08") => true,
-        code => matches!(code, Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "5" | "6" | "517" | "262")),
+        code => matches!(
+            code,
+            Some(
+                "40001"
+                    | "40P01"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
+                    | "5"
+                    | "6"
+                    | "517"
+                    | "262"
+            )
+        ),
     }
 }
 
@@ -243,18 +256,42 @@ fn is_transient_db_code(code: Option<&str>) -> bool {
 pub trait Store: Send + Sync + 'static {
     /// Stores a batch of webhooks in ONE transaction: deliveries, bodies, messages, statuses,
     /// contacts and other events, deduplicated by Meta's ids. Outcomes are in input order.
-    async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError>;
+    async fn ingest(
+        &self,
+        batch: &[IncomingWebhook],
+        stored_at_ms: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError>;
     async fn get_message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError>;
-    /// The timeline of an outbound message, oldest first.
-    async fn status_timeline(&self, wamid: &str) -> Result<Vec<StoredStatus>, StoreError>;
+    /// The timelines of outbound messages, in one query: oldest first within each wamid.
+    async fn status_timelines(&self, wamids: &[&str]) -> Result<Vec<StoredStatus>, StoreError>;
     /// Newest first; `before` continues a previous page.
-    async fn list_messages(&self, phone_number_id: &str, contact_id: &str, before: Option<MessageCursor>, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
+    async fn list_messages(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+        before: Option<MessageCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
     /// Most recently seen first; `phone_number_id` empty means every number.
-    async fn list_contacts(&self, phone_number_id: &str, after: Option<ContactCursor>, limit: u32) -> Result<Vec<StoredContact>, StoreError>;
-    async fn get_contact(&self, phone_number_id: &str, contact_id: &str) -> Result<Option<StoredContact>, StoreError>;
+    async fn list_contacts(
+        &self,
+        phone_number_id: &str,
+        after: Option<ContactCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredContact>, StoreError>;
+    async fn get_contact(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+    ) -> Result<Option<StoredContact>, StoreError>;
     async fn get_delivery(&self, id: i64) -> Result<Option<StoredDelivery>, StoreError>;
     /// Oldest first from `after_id`; `field` empty means every field.
-    async fn list_events(&self, field: &str, after_id: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn list_events(
+        &self,
+        field: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// `"postgres"` or `"sqlite"`.
@@ -264,7 +301,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store a URL names (`postgres://...` or `sqlite://...`), running its migrations.
 pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, max_connections).await?,
+        ))
     } else {
         Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
     }

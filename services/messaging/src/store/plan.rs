@@ -64,19 +64,30 @@ impl<'a> BatchPlan<'a> {
         let mut events = BTreeMap::new();
         for (slot, webhook) in batch.iter().enumerate() {
             let updates = &webhook.updates;
-            bodies
-                .entry(webhook.body_sha256.as_str())
-                .or_insert((webhook.body_sha256.as_str(), webhook.raw_body.as_slice(), webhook.received_at_ms));
+            bodies.entry(webhook.body_sha256.as_str()).or_insert((
+                webhook.body_sha256.as_str(),
+                webhook.raw_body.as_slice(),
+                webhook.received_at_ms,
+            ));
             for m in &updates.messages {
                 let direction = super::Direction::from(m.direction).as_str();
-                messages.entry((m.wamid.as_str(), direction)).or_insert((slot, m));
+                messages
+                    .entry((m.wamid.as_str(), direction))
+                    .or_insert((slot, m));
                 if m.direction == wamesh_whatsapp::Direction::Inbound && !m.contact_id.is_empty() {
-                    let row = contact_row(&mut contacts, &m.business_phone_number_id, &m.contact_id, webhook.received_at_ms);
+                    let row = contact_row(
+                        &mut contacts,
+                        &m.business_phone_number_id,
+                        &m.contact_id,
+                        webhook.received_at_ms,
+                    );
                     row.last_inbound_s = row.last_inbound_s.max(m.timestamp);
                 }
             }
             for s in &updates.statuses {
-                statuses.entry((s.wamid.as_str(), s.status.as_str())).or_insert((slot, s));
+                statuses
+                    .entry((s.wamid.as_str(), s.status.as_str()))
+                    .or_insert((slot, s));
                 let ranked = DeliveryStatus::parse(&s.status);
                 let state = states.entry(s.wamid.as_str()).or_insert(StateRow {
                     wamid: &s.wamid,
@@ -91,7 +102,12 @@ impl<'a> BatchPlan<'a> {
                 }
             }
             for c in &updates.contacts {
-                let row = contact_row(&mut contacts, &c.business_phone_number_id, &c.contact_id, webhook.received_at_ms);
+                let row = contact_row(
+                    &mut contacts,
+                    &c.business_phone_number_id,
+                    &c.contact_id,
+                    webhook.received_at_ms,
+                );
                 row.wa_id = c.wa_id.clone().or(row.wa_id.take());
                 row.user_id = c.user_id.clone().or(row.user_id.take());
                 row.profile_name = c.profile_name.clone().or(row.profile_name.take());
@@ -144,13 +160,21 @@ impl<'a> BatchPlan<'a> {
             .iter()
             .enumerate()
             .map(|(slot, webhook)| {
-                let owner = *body_owner.entry(webhook.body_sha256.as_str()).or_insert(slot);
+                let owner = *body_owner
+                    .entry(webhook.body_sha256.as_str())
+                    .or_insert(slot);
                 let [messages, statuses, contacts, errors, other_fields] =
                     webhook.updates.counts().map(|n| n as u32);
                 IngestOutcome {
                     delivery_id: delivery_ids[slot],
                     duplicate_body: owner != slot || !new_bodies.contains(&webhook.body_sha256),
-                    counts: UpdateCounts { messages, statuses, contacts, errors, other_fields },
+                    counts: UpdateCounts {
+                        messages,
+                        statuses,
+                        contacts,
+                        errors,
+                        other_fields,
+                    },
                     new_messages: new_message_slots.iter().filter(|s| **s == slot).count() as u32,
                     new_statuses: new_status_slots.iter().filter(|s| **s == slot).count() as u32,
                 }

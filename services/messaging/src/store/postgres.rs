@@ -34,15 +34,21 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn ingest(
+        &self,
+        batch: &[IncomingWebhook],
+        stored_at_ms: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
         let mut conn = self.pool.acquire().await.map_err(StoreError::connecting)?;
         // One statement, so one implicit transaction and one round trip (migration 0002).
-        let rows: Vec<(String, i32, i64, Option<String>)> = bind_batch(INGEST_BATCH, &plan, batch, stored_at_ms)
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows: Vec<(String, i32, i64, Option<String>)> =
+            bind_batch(INGEST_BATCH, &plan, batch, stored_at_ms)
+                .fetch_all(&mut *conn)
+                .await?;
         let mut delivery_ids = vec![0; batch.len()];
-        let (mut new_bodies, mut new_messages, mut new_statuses) = (HashSet::new(), Vec::new(), Vec::new());
+        let (mut new_bodies, mut new_messages, mut new_statuses) =
+            (HashSet::new(), Vec::new(), Vec::new());
         for (kind, slot, id, key) in rows {
             let slot = slot as usize;
             match kind.as_str() {
@@ -52,7 +58,13 @@ impl Store for PgStore {
                 _ => new_statuses.push(slot),
             }
         }
-        Ok(BatchPlan::outcomes(batch, &delivery_ids, &new_bodies, &new_messages, &new_statuses))
+        Ok(BatchPlan::outcomes(
+            batch,
+            &delivery_ids,
+            &new_bodies,
+            &new_messages,
+            &new_statuses,
+        ))
     }
 
     async fn get_message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
@@ -68,18 +80,27 @@ impl Store for PgStore {
         Ok(query.fetch_optional(&self.pool).await?)
     }
 
-    async fn status_timeline(&self, wamid: &str) -> Result<Vec<StoredStatus>, StoreError> {
+    async fn status_timelines(&self, wamids: &[&str]) -> Result<Vec<StoredStatus>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT wamid, status, timestamp_s, received_at_ms, errors_json, pricing_category, conversation_id
-             FROM message_statuses WHERE wamid = $1 ORDER BY timestamp_s, received_at_ms, status",
+             FROM message_statuses WHERE wamid = ANY($1) ORDER BY wamid, timestamp_s, received_at_ms, status",
         )
-        .bind(wamid)
+        .bind(wamids)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    async fn list_messages(&self, phone_number_id: &str, contact_id: &str, before: Option<MessageCursor>, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        let before = before.unwrap_or(MessageCursor { timestamp_s: i64::MAX, id: i64::MAX });
+    async fn list_messages(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+        before: Option<MessageCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let before = before.unwrap_or(MessageCursor {
+            timestamp_s: i64::MAX,
+            id: i64::MAX,
+        });
         Ok(sqlx::query_as(
             "SELECT * FROM messages
              WHERE business_phone_number_id = $1 AND contact_id = $2 AND (timestamp_s, id) < ($3, $4)
@@ -94,8 +115,17 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn list_contacts(&self, phone_number_id: &str, after: Option<ContactCursor>, limit: u32) -> Result<Vec<StoredContact>, StoreError> {
-        let after = after.unwrap_or(ContactCursor { last_seen_ms: i64::MAX, business_phone_number_id: String::new(), contact_id: String::new() });
+    async fn list_contacts(
+        &self,
+        phone_number_id: &str,
+        after: Option<ContactCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredContact>, StoreError> {
+        let after = after.unwrap_or(ContactCursor {
+            last_seen_ms: i64::MAX,
+            business_phone_number_id: String::new(),
+            contact_id: String::new(),
+        });
         Ok(sqlx::query_as(
             "SELECT * FROM contacts
              WHERE ($1 = '' OR business_phone_number_id = $1)
@@ -111,12 +141,18 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn get_contact(&self, phone_number_id: &str, contact_id: &str) -> Result<Option<StoredContact>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM contacts WHERE business_phone_number_id = $1 AND contact_id = $2")
-            .bind(phone_number_id)
-            .bind(contact_id)
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn get_contact(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+    ) -> Result<Option<StoredContact>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM contacts WHERE business_phone_number_id = $1 AND contact_id = $2",
+        )
+        .bind(phone_number_id)
+        .bind(contact_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn get_delivery(&self, id: i64) -> Result<Option<StoredDelivery>, StoreError> {
@@ -128,7 +164,12 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn list_events(&self, field: &str, after_id: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn list_events(
+        &self,
+        field: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, delivery_id, received_at_ms, waba_id, business_phone_number_id, field, kind, error_code, raw_json
              FROM webhook_events WHERE ($1 = '' OR field = $1) AND id > $2 ORDER BY id LIMIT $3",
@@ -157,16 +198,46 @@ const INGEST_BATCH: &str = "SELECT kind, slot, id, key FROM wamesh_ingest_batch(
     $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60,
     $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73, $74)";
 
-type BatchQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (String, i32, i64, Option<String>), sqlx::postgres::PgArguments>;
+type BatchQuery<'q> = sqlx::query::QueryAs<
+    'q,
+    sqlx::Postgres,
+    (String, i32, i64, Option<String>),
+    sqlx::postgres::PgArguments,
+>;
 
 /// Binds a planned batch as the arrays `wamesh_ingest_batch` takes, in its parameter order.
-fn bind_batch<'q>(sql: &'static str, plan: &'q BatchPlan<'q>, batch: &'q [IncomingWebhook], stored_at_ms: i64) -> BatchQuery<'q> {
-    let counts = |i: usize| batch.iter().map(|w| w.updates.counts()[i] as i32).collect::<Vec<_>>();
+fn bind_batch<'q>(
+    sql: &'static str,
+    plan: &'q BatchPlan<'q>,
+    batch: &'q [IncomingWebhook],
+    stored_at_ms: i64,
+) -> BatchQuery<'q> {
+    let counts = |i: usize| {
+        batch
+            .iter()
+            .map(|w| w.updates.counts()[i] as i32)
+            .collect::<Vec<_>>()
+    };
     let query = sqlx::query_as(sql)
-        .bind(batch.iter().map(|w| w.body_sha256.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|w| w.body_sha256.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(batch.iter().map(|w| w.received_at_ms).collect::<Vec<_>>())
-        .bind(batch.iter().map(|w| w.raw_body.len() as i64).collect::<Vec<_>>())
-        .bind(batch.iter().map(|w| w.verified_by.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|w| w.raw_body.len() as i64)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|w| w.verified_by.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(counts(0))
         .bind(counts(1))
         .bind(counts(2))
@@ -178,18 +249,51 @@ fn bind_batch<'q>(sql: &'static str, plan: &'q BatchPlan<'q>, batch: &'q [Incomi
         .bind(plan.bodies.iter().map(|b| b.2).collect::<Vec<_>>());
 
     let rows = &plan.messages;
-    let text = |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
-    let media = |f: fn(&wamesh_whatsapp::Media) -> &str| rows.iter().map(|(_, m)| m.media.as_ref().map(f)).collect::<Vec<_>>();
+    let text =
+        |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
+    let media = |f: fn(&wamesh_whatsapp::Media) -> &str| {
+        rows.iter()
+            .map(|(_, m)| m.media.as_ref().map(f))
+            .collect::<Vec<_>>()
+    };
     let query = query
-        .bind(rows.iter().map(|(slot, _)| *slot as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| Direction::from(m.direction).as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| m.wamid.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(slot, _)| *slot as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, m)| Direction::from(m.direction).as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, m)| m.wamid.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|(_, m)| m.origin).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| m.business_phone_number_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| m.contact_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| m.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, m)| m.business_phone_number_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, m)| m.contact_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, m)| m.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|(_, m)| m.timestamp).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(slot, _)| batch[*slot].received_at_ms)
+                .collect::<Vec<_>>(),
+        )
         .bind(text(|m| m.text.as_deref()))
         .bind(media(|x| &x.id))
         .bind(media(|x| &x.mime_type))
@@ -207,39 +311,107 @@ fn bind_batch<'q>(sql: &'static str, plan: &'q BatchPlan<'q>, batch: &'q [Incomi
         .bind(text(|m| m.reaction_emoji.as_deref()))
         .bind(text(|m| m.context_message_id.as_deref()))
         .bind(rows.iter().map(|(_, m)| m.forwarded).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| errors_json(&m.errors)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, m)| errors_json(&m.errors))
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|(_, m)| m.raw.as_str()).collect::<Vec<_>>());
 
     let rows = &plan.statuses;
     let query = query
-        .bind(rows.iter().map(|(slot, _)| *slot as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.wamid.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(slot, _)| *slot as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.wamid.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.status.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|(_, s)| s.timestamp).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(slot, _)| batch[*slot].received_at_ms).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.business_phone_number_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.recipient_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| errors_json(&s.errors)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.pricing_category.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s)| s.conversation_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(slot, _)| batch[*slot].received_at_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.business_phone_number_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.recipient_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| errors_json(&s.errors))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.pricing_category.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, s)| s.conversation_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|(_, s)| s.raw.as_str()).collect::<Vec<_>>());
 
     let rows = &plan.states;
     let query = query
         .bind(rows.iter().map(|s| s.wamid).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.business_phone_number_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|s| s.business_phone_number_id)
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|s| s.recipient_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.timestamp_s).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.status.map(|x| x.as_str())).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.status.map_or(0, |x| x.rank())).collect::<Vec<_>>());
+        .bind(
+            rows.iter()
+                .map(|s| s.status.map(|x| x.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|s| s.status.map_or(0, |x| x.rank()))
+                .collect::<Vec<_>>(),
+        );
 
     let rows = &plan.contacts;
     let query = query
-        .bind(rows.iter().map(|c| c.business_phone_number_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.contact_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|c| c.business_phone_number_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|c| c.contact_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|c| c.wa_id.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.user_id.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.profile_name.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|c| c.user_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|c| c.profile_name.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|c| c.seen_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.last_inbound_s).collect::<Vec<_>>());
 
@@ -247,9 +419,17 @@ fn bind_batch<'q>(sql: &'static str, plan: &'q BatchPlan<'q>, batch: &'q [Incomi
     query
         .bind(rows.iter().map(|e| e.slot as i32).collect::<Vec<_>>())
         .bind(rows.iter().map(|e| e.dedup_key).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| batch[e.slot].received_at_ms).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|e| batch[e.slot].received_at_ms)
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|e| e.waba_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.business_phone_number_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|e| e.business_phone_number_id)
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|e| e.field).collect::<Vec<_>>())
         .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
         .bind(rows.iter().map(|e| e.error_code).collect::<Vec<_>>())

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::plan::{BatchPlan, errors_json};
 use super::*;
@@ -39,13 +41,22 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ingest(&self, batch: &[IncomingWebhook], stored_at_ms: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn ingest(
+        &self,
+        batch: &[IncomingWebhook],
+        stored_at_ms: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::connecting)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::connecting)?;
 
-        let last_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries")
-            .fetch_one(&mut *tx)
-            .await?;
+        let last_id: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries")
+                .fetch_one(&mut *tx)
+                .await?;
         let delivery_ids: Vec<i64> = (1..=batch.len() as i64).map(|n| last_id + n).collect();
 
         let mut new_bodies = HashSet::new();
@@ -207,7 +218,13 @@ impl Store for SqliteStore {
             .await?;
         }
 
-        let outcomes = BatchPlan::outcomes(batch, &delivery_ids, &new_bodies, &new_message_slots, &new_status_slots);
+        let outcomes = BatchPlan::outcomes(
+            batch,
+            &delivery_ids,
+            &new_bodies,
+            &new_message_slots,
+            &new_status_slots,
+        );
         for (webhook, o) in batch.iter().zip(&outcomes) {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, body_sha256, received_at_ms, stored_at_ms, size_bytes, duplicate_body,
@@ -248,18 +265,28 @@ impl Store for SqliteStore {
         Ok(query.fetch_optional(&self.pool).await?)
     }
 
-    async fn status_timeline(&self, wamid: &str) -> Result<Vec<StoredStatus>, StoreError> {
+    async fn status_timelines(&self, wamids: &[&str]) -> Result<Vec<StoredStatus>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT wamid, status, timestamp_s, received_at_ms, errors_json, pricing_category, conversation_id
-             FROM message_statuses WHERE wamid = ? ORDER BY timestamp_s, received_at_ms, status",
+             FROM message_statuses WHERE wamid IN (SELECT value FROM json_each(?))
+             ORDER BY wamid, timestamp_s, received_at_ms, status",
         )
-        .bind(wamid)
+        .bind(serde_json::to_string(wamids).unwrap_or_else(|_| "[]".to_owned()))
         .fetch_all(&self.pool)
         .await?)
     }
 
-    async fn list_messages(&self, phone_number_id: &str, contact_id: &str, before: Option<MessageCursor>, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        let before = before.unwrap_or(MessageCursor { timestamp_s: i64::MAX, id: i64::MAX });
+    async fn list_messages(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+        before: Option<MessageCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let before = before.unwrap_or(MessageCursor {
+            timestamp_s: i64::MAX,
+            id: i64::MAX,
+        });
         Ok(sqlx::query_as(
             "SELECT * FROM messages
              WHERE business_phone_number_id = ?1 AND contact_id = ?2 AND (timestamp_s, id) < (?3, ?4)
@@ -274,8 +301,17 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn list_contacts(&self, phone_number_id: &str, after: Option<ContactCursor>, limit: u32) -> Result<Vec<StoredContact>, StoreError> {
-        let after = after.unwrap_or(ContactCursor { last_seen_ms: i64::MAX, business_phone_number_id: String::new(), contact_id: String::new() });
+    async fn list_contacts(
+        &self,
+        phone_number_id: &str,
+        after: Option<ContactCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredContact>, StoreError> {
+        let after = after.unwrap_or(ContactCursor {
+            last_seen_ms: i64::MAX,
+            business_phone_number_id: String::new(),
+            contact_id: String::new(),
+        });
         Ok(sqlx::query_as(
             "SELECT * FROM contacts
              WHERE (?1 = '' OR business_phone_number_id = ?1)
@@ -291,12 +327,18 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn get_contact(&self, phone_number_id: &str, contact_id: &str) -> Result<Option<StoredContact>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM contacts WHERE business_phone_number_id = ? AND contact_id = ?")
-            .bind(phone_number_id)
-            .bind(contact_id)
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn get_contact(
+        &self,
+        phone_number_id: &str,
+        contact_id: &str,
+    ) -> Result<Option<StoredContact>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM contacts WHERE business_phone_number_id = ? AND contact_id = ?",
+        )
+        .bind(phone_number_id)
+        .bind(contact_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn get_delivery(&self, id: i64) -> Result<Option<StoredDelivery>, StoreError> {
@@ -308,7 +350,12 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn list_events(&self, field: &str, after_id: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn list_events(
+        &self,
+        field: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, delivery_id, received_at_ms, waba_id, business_phone_number_id, field, kind, error_code, raw_json
              FROM webhook_events WHERE (?1 = '' OR field = ?1) AND id > ?2 ORDER BY id LIMIT ?3",

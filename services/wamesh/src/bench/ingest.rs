@@ -33,7 +33,11 @@ pub struct IngestBench {
     pub data_dir: PathBuf,
     /// The Postgres of the baseline (and of the mesh, with --in-process). On loopback, TLS only
     /// costs CPU, hence `sslmode=disable` by default; the baseline uses the same URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     pub database_url: String,
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -51,8 +55,14 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         args.database_url.starts_with("postgres"),
         "the baseline needs Postgres: set --database-url or DATABASE_URL to a postgres:// URL"
     );
-    let scratch = if args.in_process { Some(ScratchDatabase::create(&args.database_url).await?) } else { None };
-    let database_url = scratch.as_ref().map_or(args.database_url.clone(), |s| s.url.clone());
+    let scratch = if args.in_process {
+        Some(ScratchDatabase::create(&args.database_url).await?)
+    } else {
+        None
+    };
+    let database_url = scratch
+        .as_ref()
+        .map_or(args.database_url.clone(), |s| s.url.clone());
     let (secret, mesh) = if args.in_process {
         let secret = Secret::generate().expose().to_owned();
         let mesh = start_mesh(&args, &database_url, &secret).await?;
@@ -69,7 +79,9 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         args.concurrency,
         args.duration,
         args.warmup,
-        mesh.as_ref().map(|m| format!(" (in process, {})", m.backend)).unwrap_or_default()
+        mesh.as_ref()
+            .map(|m| format!(" (in process, {})", m.backend))
+            .unwrap_or_default()
     );
 
     let ingest = load_gateway(&args, &target, &secret).await?;
@@ -85,7 +97,11 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     let throughput = ingest.per_second();
     let baseline_per_s = baseline.per_second();
     let ratio = throughput / baseline_per_s.max(1e-9);
-    let (p50, p99, max) = (ingest.quantile_ms(0.5), ingest.quantile_ms(0.99), ingest.quantile_ms(1.0));
+    let (p50, p99, max) = (
+        ingest.quantile_ms(0.5),
+        ingest.quantile_ms(0.99),
+        ingest.quantile_ms(1.0),
+    );
     let over_1s = ingest.share_over(Duration::from_secs(1));
     println!(
         "ingest:   {} webhooks stored in {:.1} s = {throughput:.0}/s; p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; over 1 s {:.2}%; errors {}",
@@ -134,7 +150,10 @@ fn batch_summary() -> String {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let (commits, webhooks) = (value("wamesh_ingest_batch_size_count"), value("wamesh_ingest_batch_size_sum"));
+    let (commits, webhooks) = (
+        value("wamesh_ingest_batch_size_count"),
+        value("wamesh_ingest_batch_size_sum"),
+    );
     let seconds = value("wamesh_ingest_commit_seconds_sum");
     format!(
         "{commits:.0} transactions, {:.1} webhooks and {:.2} ms each on average",
@@ -151,8 +170,9 @@ fn signing_secret(args: &IngestBench) -> anyhow::Result<String> {
     if let Some(secret) = args.app_secret.clone().filter(|s| !s.is_empty()) {
         return Ok(secret);
     }
-    let secrets = DevSecrets::load(&args.data_dir)
-        .context("no WAMESH_APP_SECRET, and no dev secrets: start `wamesh dev` first, or use --in-process")?;
+    let secrets = DevSecrets::load(&args.data_dir).context(
+        "no WAMESH_APP_SECRET, and no dev secrets: start `wamesh dev` first, or use --in-process",
+    )?;
     Ok(secrets.app_secret)
 }
 
@@ -199,7 +219,10 @@ async fn load_gateway(args: &IngestBench, target: &str, secret: &str) -> anyhow:
                 .map_err(|e| format!("request failed: {e}"))?;
             match response.status().as_u16() {
                 200 => Ok(()),
-                code => Err(format!("HTTP {code}: {}", response.text().await.unwrap_or_default())),
+                code => Err(format!(
+                    "HTTP {code}: {}",
+                    response.text().await.unwrap_or_default()
+                )),
             }
         }
     })
@@ -250,18 +273,25 @@ async fn baseline_inserts(args: &IngestBench, database_url: &str) -> anyhow::Res
     let measured = drive(args.concurrency, args.warmup, args.duration, move |_| {
         let (pool, payload) = (pool.clone(), payload.clone());
         async move {
-            sqlx::query("INSERT INTO wamesh_bench_baseline (received_at_ms, payload) VALUES ($1, $2)")
-                .bind(0_i64)
-                .bind(&*payload)
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            sqlx::query(
+                "INSERT INTO wamesh_bench_baseline (received_at_ms, payload) VALUES ($1, $2)",
+            )
+            .bind(0_i64)
+            .bind(&*payload)
+            .execute(&pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         }
     })
     .await;
-    let pool = PgPoolOptions::new().max_connections(1).connect(database_url).await?;
-    sqlx::query("DROP TABLE IF EXISTS wamesh_bench_baseline").execute(&pool).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    sqlx::query("DROP TABLE IF EXISTS wamesh_bench_baseline")
+        .execute(&pool)
+        .await?;
     Ok(measured)
 }
 
@@ -276,21 +306,41 @@ impl ScratchDatabase {
     async fn create(admin_url: &str) -> anyhow::Result<Self> {
         let name = format!("wamesh_bench_{:x}", rand_u64());
         let url = with_database(admin_url, &name)?;
-        let admin = PgPoolOptions::new().max_connections(1).connect(admin_url).await.context("connecting to Postgres")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await?;
-        Ok(Self { admin_url: admin_url.to_owned(), name, url })
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await
+            .context("connecting to Postgres")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
     }
 
     async fn drop_database(self) -> anyhow::Result<()> {
-        let admin = PgPoolOptions::new().max_connections(1).connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&admin).await?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await?;
         Ok(())
     }
 }
 
 /// The same URL naming another database (keeping its query, such as `sslmode`).
 fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
     let host = path_start.map_or(base, |i| &base[..i]);
@@ -301,7 +351,10 @@ fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
 }
 
 fn rand_u64() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id())
 }
 
 #[cfg(test)]
@@ -310,8 +363,14 @@ mod tests {
 
     #[test]
     fn scratch_urls_keep_the_server_and_options() {
-        assert_eq!(with_database("postgres://u@h:5432/postgres?sslmode=disable", "x").unwrap(), "postgres://u@h:5432/x?sslmode=disable");
-        assert_eq!(with_database("postgres://u@h", "x").unwrap(), "postgres://u@h/x");
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres?sslmode=disable", "x").unwrap(),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h", "x").unwrap(),
+            "postgres://u@h/x"
+        );
     }
 
     #[test]
@@ -319,11 +378,21 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for n in 0..40 {
             let body = webhook("r", n, 1_700_000_000);
-            let updates = wamesh_whatsapp::Updates::from_webhook(&wamesh_whatsapp::Webhook::parse(body.as_bytes()).unwrap());
+            let updates = wamesh_whatsapp::Updates::from_webhook(
+                &wamesh_whatsapp::Webhook::parse(body.as_bytes()).unwrap(),
+            );
             let [messages, statuses, ..] = updates.counts();
             assert_eq!(messages + statuses, 1);
-            let key = updates.messages.first().map(|m| m.wamid.clone())
-                .unwrap_or_else(|| format!("{}/{}", updates.statuses[0].wamid, updates.statuses[0].status));
+            let key = updates
+                .messages
+                .first()
+                .map(|m| m.wamid.clone())
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}/{}",
+                        updates.statuses[0].wamid, updates.statuses[0].status
+                    )
+                });
             assert!(ids.insert(key), "webhook {n} repeats an id");
         }
     }

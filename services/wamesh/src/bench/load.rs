@@ -52,7 +52,12 @@ impl Measured {
 }
 
 /// Runs `op(sequence_number)` from `concurrency` workers for `warmup + duration`.
-pub async fn drive<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, op: F) -> Measured
+pub async fn drive<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> Measured
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
@@ -97,7 +102,9 @@ where
         }
     }
     total.latencies.sort_unstable();
-    total.elapsed = Instant::now().saturating_duration_since(measure_from).max(Duration::from_millis(1));
+    total.elapsed = Instant::now()
+        .saturating_duration_since(measure_from)
+        .max(Duration::from_millis(1));
     total
 }
 
@@ -107,10 +114,19 @@ mod tests {
 
     #[tokio::test]
     async fn counts_successes_and_errors_after_the_warmup() {
-        let m = drive(4, Duration::from_millis(20), Duration::from_millis(100), |n| async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            if n % 2 == 0 { Ok(()) } else { Err("odd".to_owned()) }
-        })
+        let m = drive(
+            4,
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+            |n| async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if n % 2 == 0 {
+                    Ok(())
+                } else {
+                    Err("odd".to_owned())
+                }
+            },
+        )
         .await;
         assert!(m.ok > 0 && m.errors > 0);
         assert_eq!(m.latencies.len() as u64, m.ok);
