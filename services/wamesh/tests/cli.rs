@@ -21,7 +21,13 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_on(data_dir, None)
+    }
+
+    /// `wamesh dev` on SQLite under `data_dir`, or on the Postgres `database_url` names.
+    fn start_on(data_dir: &Path, database_url: Option<&str>) -> Self {
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "dev",
                 "--gateway-addr",
@@ -34,9 +40,11 @@ impl Dev {
             .env_remove("WAMESH_APP_SECRET")
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("wamesh dev starts");
+            .stdout(Stdio::piped());
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let mut child = command.spawn().expect("wamesh dev starts");
         let (lines, received) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
@@ -63,6 +71,12 @@ impl Dev {
             gateway: gateway.unwrap(),
             messaging: messaging.unwrap(),
         }
+    }
+
+    /// Kills the process outright (SIGKILL): no drain, no flush.
+    fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
     }
 
     /// Sends `signal` and waits for a clean exit.
@@ -254,4 +268,98 @@ fn bench_ingest_ends_with_its_json_summary() {
     assert!(summary["throughput_per_s"].as_f64().unwrap() > 0.0);
     assert!(summary["baseline_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(summary["errors"], 0);
+}
+
+/// A webhook of its own: one inbound text message with a unique wamid.
+fn numbered_webhook(n: u32) -> (String, Vec<u8>) {
+    let wamid = format!("wamid.crash.{n}");
+    let body = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "waba", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "crash-phone"},
+            "messages": [{"from": "15550002222", "id": wamid, "timestamp": "1700000000", "type": "text",
+                          "text": {"body": format!("message {n}")}}]
+        }}]}]
+    });
+    (wamid, serde_json::to_vec(&body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_webhook_answered_200_survives_a_kill_9_on_sqlite() {
+    survives_a_kill_9(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_webhook_answered_200_survives_a_kill_9_on_postgres() {
+    survives_a_kill_9(Some(wamesh_testkit::fresh_postgres_url().await)).await;
+}
+
+async fn survives_a_kill_9(database_url: Option<String>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data_dir = temp_dir();
+    let dev = Dev::start_on(&data_dir, database_url.as_deref());
+    let secret = app_secret(&data_dir);
+    let url = format!("{}/api/webhooks/whatsapp", dev.gateway);
+
+    // 8 senders post until the process dies under them; each remembers what got a 200.
+    let client = reqwest::Client::new();
+    let senders: Vec<_> = (0..8u32)
+        .map(|sender| {
+            let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in 0..10_000u32 {
+                    let (wamid, body) = numbered_webhook(sender * 100_000 + i);
+                    let signature = wamesh_whatsapp::sign(secret.as_bytes(), &body);
+                    match client
+                        .post(&url)
+                        .header("x-hub-signature-256", signature)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        Ok(response) if response.status() == 200 => accepted.push(wamid),
+                        Ok(_) => {}
+                        Err(_) => break, // the process is gone
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    dev.crash();
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.extend(sender.await.unwrap());
+    }
+    eprintln!("{} webhooks got a 200 before the crash", accepted.len());
+    assert!(
+        accepted.len() > 10,
+        "the senders got answers before the crash ({})",
+        accepted.len()
+    );
+
+    let dev = Dev::start_on(&data_dir, database_url.as_deref());
+    let channel = tonic::transport::Channel::from_shared(dev.messaging.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut messaging = MessagingClient::new(channel);
+    for wamid in &accepted {
+        let found = messaging
+            .get_message(GetMessageRequest {
+                key: Some(get_message_request::Key::Wamid(wamid.clone())),
+                direction: 0,
+            })
+            .await;
+        assert!(
+            found.is_ok(),
+            "{wamid} got a 200 before the crash but is gone after it"
+        );
+    }
+    dev.stop_with("-TERM");
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
