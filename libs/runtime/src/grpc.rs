@@ -1,8 +1,8 @@
 //! Serving gRPC: every service gets health (`grpc.health.v1`), reflection over all of wamesh's
 //! protos, and a server span per call whose parent comes from the caller's `traceparent`.
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::Shutdown;
 
@@ -28,7 +28,13 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .trace_fn(wamesh_telemetry::grpc_server_span)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// Accepted connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs hold
+/// small gRPC frames for up to 40 ms (tonic sets it only on listeners it binds itself).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -124,9 +124,10 @@ BEGIN
     SELECT ids[i], d_sha[i], d_received[i], p_stored_at, d_size[i],
         NOT (d_sha[i] = ANY (new_bodies) AND array_position(d_sha, d_sha[i]) = i),
         d_verified[i], d_messages[i], d_statuses[i], d_contacts[i], d_errors[i], d_other[i],
-        (SELECT count(*) FROM unnest(new_m) AS n WHERE n = i - 1),
-        (SELECT count(*) FROM unnest(new_s) AS n WHERE n = i - 1)
-    FROM generate_subscripts(d_sha, 1) AS i;
+        coalesce(nm.count, 0), coalesce(ns.count, 0)
+    FROM generate_subscripts(d_sha, 1) AS i
+    LEFT JOIN (SELECT n, count(*) FROM unnest(new_m) AS n GROUP BY n) AS nm ON nm.n = i - 1
+    LEFT JOIN (SELECT n, count(*) FROM unnest(new_s) AS n GROUP BY n) AS ns ON ns.n = i - 1;
 
     RETURN QUERY
         SELECT 'delivery', (i - 1)::int, ids[i], NULL::text FROM generate_subscripts(d_sha, 1) AS i

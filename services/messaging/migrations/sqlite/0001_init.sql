@@ -10,7 +10,7 @@ CREATE TABLE webhook_bodies (
 -- The delivery log: one row per webhook POST that reached messaging, retries included.
 CREATE TABLE webhook_deliveries (
     id             INTEGER PRIMARY KEY,
-    body_sha256    TEXT NOT NULL REFERENCES webhook_bodies (sha256),
+    body_sha256    TEXT NOT NULL,
     received_at_ms BIGINT NOT NULL,
     stored_at_ms   BIGINT NOT NULL,
     size_bytes     BIGINT NOT NULL,
