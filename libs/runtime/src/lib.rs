@@ -2,12 +2,14 @@
 //!
 //! - [`shutdown`]: SIGTERM/SIGINT into a [`Shutdown`] token passed to every server and worker,
 //!   and the drain deadline.
+//! - [`batch`]: many concurrent calls turned into few batches (group commit, forwarding).
 //! - [`grpc`]: serving a set of tonic routes with health, reflection and trace propagation.
 //! - [`metrics`]: the Prometheus recorder and the `/metrics` route.
 //! - [`numbers`]: the WhatsApp business numbers and apps wamesh serves, from env and a file.
 //! - [`secret`]: a string that never prints itself.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod grpc;
 pub mod metrics;
 pub mod numbers;

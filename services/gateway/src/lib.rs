@@ -3,12 +3,14 @@
 //!
 //! - [`apps`]: the registered business numbers and their app secrets and verify tokens.
 //! - [`webhooks`]: `GET`/`POST /api/webhooks/whatsapp` (handshake, signature, hand-off).
+//! - [`forward`]: the hand-off to messaging, batching concurrent webhooks into one call.
 //! - [`health`]: `/healthz`, `/readyz`, `/api/webhooks/whatsapp/health`.
 //! - [`error`]: the one error type and its HTTP codes.
 #![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod webhooks;
 
@@ -46,6 +48,7 @@ pub struct GatewayConfig {
 pub struct AppState {
     pub apps: Arc<Apps>,
     pub messaging: Messaging,
+    pub forwarder: forward::Forwarder,
     pub ingest_timeout: Duration,
 }
 
@@ -67,6 +70,7 @@ impl Gateway {
         Ok(Self {
             state: AppState {
                 apps: Arc::new(Apps::new(config.numbers)),
+                forwarder: forward::Forwarder::start(messaging.clone()),
                 messaging,
                 ingest_timeout: config.ingest_timeout,
             },

@@ -97,25 +97,32 @@ async fn check_and_store(
     let verified_by = state.apps.verify(&raw, signature)?;
     Webhook::parse(&raw)?;
 
+    let mut trace = HeaderMap::new();
+    wamesh_telemetry::inject_http(&mut trace);
+    let header = |name: &str| {
+        trace
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let request = IngestWebhookRequest {
         raw_body: raw.to_vec(),
         received_at_unix_ms,
         verified_by,
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
     };
-    let mut messaging = state.messaging.clone();
-    let reply = tokio::time::timeout(state.ingest_timeout, messaging.ingest_webhook(request))
+    let reply = tokio::time::timeout(state.ingest_timeout, state.forwarder.forward(request))
         .await
         .map_err(|_| GatewayError::Unavailable("timed out"))?;
     match reply {
-        Ok(stored) => {
-            let stored = stored.into_inner();
-            Ok(Json(serde_json::json!({
-                "delivery_id": stored.delivery_id,
-                "duplicate": stored.duplicate_body,
-                "new_messages": stored.new_messages,
-                "new_statuses": stored.new_statuses,
-            })))
-        }
+        Ok(stored) => Ok(Json(serde_json::json!({
+            "delivery_id": stored.delivery_id,
+            "duplicate": stored.duplicate_body,
+            "new_messages": stored.new_messages,
+            "new_statuses": stored.new_statuses,
+        }))),
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "messaging did not store the webhook");
             Err(match status.code() {

@@ -36,6 +36,42 @@ impl MessagingService {
 type Reply<T> = Result<Response<T>, Status>;
 
 impl MessagingService {
+    /// Parses one webhook and stores it through group commit.
+    async fn ingest(
+        &self,
+        request: pb::IngestWebhookRequest,
+    ) -> Result<pb::IngestWebhookResponse, MessagingError> {
+        let webhook = Webhook::parse(&request.raw_body)
+            .map_err(|e| MessagingError::InvalidArgument(format!("raw_body: {e}")))?;
+        let updates = Updates::from_webhook(&webhook);
+        let received_at_ms = if request.received_at_unix_ms > 0 {
+            request.received_at_unix_ms
+        } else {
+            now_ms()
+        };
+        let incoming = IncomingWebhook {
+            body_sha256: hex::encode(Sha256::digest(&request.raw_body)),
+            raw_body: request.raw_body,
+            received_at_ms,
+            verified_by: request.verified_by,
+            updates,
+        };
+        let outcome = self.ingestor.ingest(incoming).await?;
+        let duplicate = if outcome.duplicate_body {
+            "true"
+        } else {
+            "false"
+        };
+        metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => duplicate).increment(1);
+        Ok(pb::IngestWebhookResponse {
+            delivery_id: outcome.delivery_id,
+            duplicate_body: outcome.duplicate_body,
+            counts: Some(counts(outcome.counts)),
+            new_messages: outcome.new_messages,
+            new_statuses: outcome.new_statuses,
+        })
+    }
+
     /// Converts stored messages, attaching each outbound message's timeline (one query for all).
     async fn with_timelines(
         &self,
@@ -76,35 +112,32 @@ impl pb::messaging_server::Messaging for MessagingService {
         &self,
         request: Request<pb::IngestWebhookRequest>,
     ) -> Reply<pb::IngestWebhookResponse> {
-        let request = request.into_inner();
-        let webhook = Webhook::parse(&request.raw_body)
-            .map_err(|e| MessagingError::InvalidArgument(format!("raw_body: {e}")))?;
-        let updates = Updates::from_webhook(&webhook);
-        let received_at_ms = if request.received_at_unix_ms > 0 {
-            request.received_at_unix_ms
-        } else {
-            now_ms()
-        };
-        let incoming = IncomingWebhook {
-            body_sha256: hex::encode(Sha256::digest(&request.raw_body)),
-            raw_body: request.raw_body,
-            received_at_ms,
-            verified_by: request.verified_by,
-            updates,
-        };
-        let outcome = self
-            .ingestor
-            .ingest(incoming)
-            .await
-            .map_err(MessagingError::from)?;
-        metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => if outcome.duplicate_body { "true" } else { "false" }).increment(1);
-        Ok(Response::new(pb::IngestWebhookResponse {
-            delivery_id: outcome.delivery_id,
-            duplicate_body: outcome.duplicate_body,
-            counts: Some(counts(outcome.counts)),
-            new_messages: outcome.new_messages,
-            new_statuses: outcome.new_statuses,
-        }))
+        Ok(Response::new(self.ingest(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(webhooks = request.get_ref().webhooks.len()))]
+    async fn ingest_webhooks(
+        &self,
+        request: Request<pb::IngestWebhooksRequest>,
+    ) -> Reply<pb::IngestWebhooksResponse> {
+        let webhooks = request.into_inner().webhooks;
+        let results = futures::future::join_all(webhooks.into_iter().map(|w| self.ingest(w))).await;
+        let results = results
+            .into_iter()
+            .map(|result| pb::IngestWebhookResult {
+                result: Some(match result {
+                    Ok(stored) => pb::ingest_webhook_result::Result::Stored(stored),
+                    Err(e) => {
+                        let status = Status::from(e);
+                        pb::ingest_webhook_result::Result::Error(pb::IngestError {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::IngestWebhooksResponse { results }))
     }
 
     #[tracing::instrument(skip_all)]
