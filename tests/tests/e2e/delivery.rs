@@ -19,6 +19,7 @@ on_both_backends!(
     a_webhook_with_1000_statuses_is_stored_whole,
     a_webhook_of_nearly_3_mb_is_stored_whole,
     each_registered_number_verifies_its_own_webhooks_and_is_named,
+    a_batch_call_stores_each_good_webhook_and_refuses_only_the_bad_one,
 );
 
 fn sign(secret: &wamesh_runtime::Secret, body: &[u8]) -> String {
@@ -232,5 +233,59 @@ async fn each_registered_number_verifies_its_own_webhooks_and_is_named(backend: 
     let (status, answer) = mesh.post_raw(&body, Some(&sign(&stranger, &body))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     reads::assert_no_message(&grpc, "wamid.by.stranger").await;
+    mesh.stop().await;
+}
+
+async fn a_batch_call_stores_each_good_webhook_and_refuses_only_the_bad_one(backend: Backend) {
+    use wamesh_proto::messaging::v1::{
+        IngestWebhookRequest, IngestWebhooksRequest, ingest_webhook_result::Result as Answer,
+    };
+    let mesh = TestMesh::start(backend).await;
+    let item = |raw_body: Vec<u8>| IngestWebhookRequest {
+        raw_body,
+        verified_by: "default".into(),
+        ..Default::default()
+    };
+    let webhooks = vec![
+        item(payloads::inbound_text(
+            "15551230040",
+            "wamid.batch.1",
+            now_s(),
+            "first",
+        )),
+        item(b"{\"object\":\"page\"}".to_vec()),
+        item(payloads::inbound_text(
+            "15551230040",
+            "wamid.batch.2",
+            now_s(),
+            "second",
+        )),
+    ];
+    let results = mesh
+        .grpc()
+        .ingest_webhooks(IngestWebhooksRequest { webhooks })
+        .await
+        .expect("the batch call succeeds")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 3);
+    let answers: Vec<_> = results
+        .into_iter()
+        .map(|r| r.result.expect("a result"))
+        .collect();
+    assert!(
+        matches!(&answers[0], Answer::Stored(s) if s.new_messages == 1),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[1], Answer::Error(e) if e.code == Code::InvalidArgument as i32 && e.message.contains("raw_body")),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[2], Answer::Stored(s) if s.new_messages == 1),
+        "{answers:?}"
+    );
+    let conversation = reads::conversation(&mesh.grpc(), "15551230040", 50).await;
+    assert_eq!(conversation.len(), 2, "{conversation:?}");
     mesh.stop().await;
 }
