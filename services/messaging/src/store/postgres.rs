@@ -212,88 +212,36 @@ fn bind_batch<'q>(
     batch: &'q [IncomingWebhook],
     stored_at_ms: i64,
 ) -> BatchQuery<'q> {
-    let counts = |i: usize| {
-        batch
-            .iter()
-            .map(|w| w.updates.counts()[i] as i32)
-            .collect::<Vec<_>>()
-    };
+    let counts = |i: usize| column(batch, |w| w.updates.counts()[i] as i32);
     let query = sqlx::query_as(sql)
-        .bind(
-            batch
-                .iter()
-                .map(|w| w.body_sha256.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(batch.iter().map(|w| w.received_at_ms).collect::<Vec<_>>())
-        .bind(
-            batch
-                .iter()
-                .map(|w| w.raw_body.len() as i64)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|w| w.verified_by.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(batch, |w| w.body_sha256.as_str()))
+        .bind(column(batch, |w| w.received_at_ms))
+        .bind(column(batch, |w| w.raw_body.len() as i64))
+        .bind(column(batch, |w| w.verified_by.as_str()))
         .bind(counts(0))
         .bind(counts(1))
         .bind(counts(2))
         .bind(counts(3))
         .bind(counts(4))
         .bind(stored_at_ms)
-        .bind(plan.bodies.iter().map(|b| b.0).collect::<Vec<_>>())
-        .bind(plan.bodies.iter().map(|b| b.1).collect::<Vec<_>>())
-        .bind(plan.bodies.iter().map(|b| b.2).collect::<Vec<_>>());
+        .bind(column(&plan.bodies, |b| b.0))
+        .bind(column(&plan.bodies, |b| b.1))
+        .bind(column(&plan.bodies, |b| b.2));
 
     let rows = &plan.messages;
-    let text =
-        |f: fn(&MessageUpdate) -> Option<&str>| rows.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
-    let media = |f: fn(&wamesh_whatsapp::Media) -> &str| {
-        rows.iter()
-            .map(|(_, m)| m.media.as_ref().map(f))
-            .collect::<Vec<_>>()
-    };
+    let text = |f: fn(&MessageUpdate) -> Option<&str>| column(rows, |(_, m)| f(m));
+    let media =
+        |f: fn(&wamesh_whatsapp::Media) -> &str| column(rows, |(_, m)| m.media.as_ref().map(f));
     let query = query
-        .bind(
-            rows.iter()
-                .map(|(slot, _)| *slot as i32)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, m)| Direction::from(m.direction).as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, m)| m.wamid.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(_, m)| m.origin).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(_, m)| m.business_phone_number_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, m)| m.contact_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, m)| m.kind.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(_, m)| m.timestamp).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(slot, _)| batch[*slot].received_at_ms)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(rows, |(slot, _)| *slot as i32))
+        .bind(column(rows, |(_, m)| Direction::from(m.direction).as_str()))
+        .bind(column(rows, |(_, m)| m.wamid.as_str()))
+        .bind(column(rows, |(_, m)| m.origin))
+        .bind(column(rows, |(_, m)| m.business_phone_number_id.as_str()))
+        .bind(column(rows, |(_, m)| m.contact_id.as_str()))
+        .bind(column(rows, |(_, m)| m.kind.as_str()))
+        .bind(column(rows, |(_, m)| m.timestamp))
+        .bind(column(rows, |(slot, _)| batch[*slot].received_at_ms))
         .bind(text(|m| m.text.as_deref()))
         .bind(media(|x| &x.id))
         .bind(media(|x| &x.mime_type))
@@ -301,8 +249,8 @@ fn bind_batch<'q>(
         .bind(media(|x| &x.caption))
         .bind(media(|x| &x.filename))
         .bind(media(|x| &x.url))
-        .bind(rows.iter().map(|(_, m)| m.latitude).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, m)| m.longitude).collect::<Vec<_>>())
+        .bind(column(rows, |(_, m)| m.latitude))
+        .bind(column(rows, |(_, m)| m.longitude))
         .bind(text(|m| m.location_name.as_deref()))
         .bind(text(|m| m.location_address.as_deref()))
         .bind(text(|m| m.reply_id.as_deref()))
@@ -310,130 +258,59 @@ fn bind_batch<'q>(
         .bind(text(|m| m.target_message_id.as_deref()))
         .bind(text(|m| m.reaction_emoji.as_deref()))
         .bind(text(|m| m.context_message_id.as_deref()))
-        .bind(rows.iter().map(|(_, m)| m.forwarded).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(_, m)| errors_json(&m.errors))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(_, m)| m.raw.as_str()).collect::<Vec<_>>());
+        .bind(column(rows, |(_, m)| m.forwarded))
+        .bind(column(rows, |(_, m)| errors_json(&m.errors)))
+        .bind(column(rows, |(_, m)| m.raw.as_str()));
 
     let rows = &plan.statuses;
     let query = query
-        .bind(
-            rows.iter()
-                .map(|(slot, _)| *slot as i32)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.wamid.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(_, s)| s.timestamp).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|(slot, _)| batch[*slot].received_at_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.business_phone_number_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.recipient_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| errors_json(&s.errors))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.pricing_category.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|(_, s)| s.conversation_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|(_, s)| s.raw.as_str()).collect::<Vec<_>>());
+        .bind(column(rows, |(slot, _)| *slot as i32))
+        .bind(column(rows, |(_, s)| s.wamid.as_str()))
+        .bind(column(rows, |(_, s)| s.status.as_str()))
+        .bind(column(rows, |(_, s)| s.timestamp))
+        .bind(column(rows, |(slot, _)| batch[*slot].received_at_ms))
+        .bind(column(rows, |(_, s)| s.business_phone_number_id.as_str()))
+        .bind(column(rows, |(_, s)| s.recipient_id.as_str()))
+        .bind(column(rows, |(_, s)| errors_json(&s.errors)))
+        .bind(column(rows, |(_, s)| s.pricing_category.as_deref()))
+        .bind(column(rows, |(_, s)| s.conversation_id.as_deref()))
+        .bind(column(rows, |(_, s)| s.raw.as_str()));
 
     let rows = &plan.states;
     let query = query
-        .bind(rows.iter().map(|s| s.wamid).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|s| s.business_phone_number_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|s| s.recipient_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.timestamp_s).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|s| s.status.map(|x| x.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|s| s.status.map_or(0, |x| x.rank()))
-                .collect::<Vec<_>>(),
-        );
+        .bind(column(rows, |s| s.wamid))
+        .bind(column(rows, |s| s.business_phone_number_id))
+        .bind(column(rows, |s| s.recipient_id))
+        .bind(column(rows, |s| s.timestamp_s))
+        .bind(column(rows, |s| s.status.map(|x| x.as_str())))
+        .bind(column(rows, |s| s.status.map_or(0, |x| x.rank())));
 
     let rows = &plan.contacts;
     let query = query
-        .bind(
-            rows.iter()
-                .map(|c| c.business_phone_number_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| c.contact_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|c| c.wa_id.as_deref()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|c| c.user_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| c.profile_name.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|c| c.seen_at_ms).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.last_inbound_s).collect::<Vec<_>>());
+        .bind(column(rows, |c| c.business_phone_number_id.as_str()))
+        .bind(column(rows, |c| c.contact_id.as_str()))
+        .bind(column(rows, |c| c.wa_id.as_deref()))
+        .bind(column(rows, |c| c.user_id.as_deref()))
+        .bind(column(rows, |c| c.profile_name.as_deref()))
+        .bind(column(rows, |c| c.seen_at_ms))
+        .bind(column(rows, |c| c.last_inbound_s));
 
     let rows = &plan.events;
     query
-        .bind(rows.iter().map(|e| e.slot as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.dedup_key).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|e| batch[e.slot].received_at_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|e| e.waba_id).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|e| e.business_phone_number_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|e| e.field).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.error_code).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.raw_json).collect::<Vec<_>>())
+        .bind(column(rows, |e| e.slot as i32))
+        .bind(column(rows, |e| e.dedup_key))
+        .bind(column(rows, |e| batch[e.slot].received_at_ms))
+        .bind(column(rows, |e| e.waba_id))
+        .bind(column(rows, |e| e.business_phone_number_id))
+        .bind(column(rows, |e| e.field))
+        .bind(column(rows, |e| e.kind))
+        .bind(column(rows, |e| e.error_code))
+        .bind(column(rows, |e| e.raw_json))
 }
 
 use wamesh_whatsapp::MessageUpdate;
+
+/// One column of a batch: `f` applied to every row, as the array Postgres takes.
+fn column<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
