@@ -17,6 +17,10 @@ const BATCHES: BatchConfig = BatchConfig {
     queue_capacity: 1024,
 };
 
+/// Raw bytes in one call at most (webhooks are up to 3 MB each): a bigger batch is split.
+/// messaging decodes calls of up to `wamesh_messaging::MAX_CALL_BYTES` (16 MB).
+const MAX_CALL_BODY_BYTES: usize = 12 * 1024 * 1024;
+
 type Stored = Result<IngestWebhookResponse, Status>;
 
 /// The batching client of messaging's ingest.
@@ -28,16 +32,26 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn start(messaging: Messaging) -> Self {
         let batcher = Batcher::start(BATCHES, move |webhooks: Vec<IngestWebhookRequest>| {
-            let mut messaging = messaging.clone();
+            let messaging = messaging.clone();
             async move {
-                let count = webhooks.len();
-                match messaging
-                    .ingest_webhooks(IngestWebhooksRequest { webhooks })
+                let calls = chunks(webhooks, MAX_CALL_BODY_BYTES)
+                    .into_iter()
+                    .map(|webhooks| {
+                        let mut messaging = messaging.clone();
+                        async move {
+                            let count = webhooks.len();
+                            let request = IngestWebhooksRequest { webhooks };
+                            match messaging.ingest_webhooks(request).await {
+                                Ok(reply) => results(reply.into_inner().results, count),
+                                Err(status) => vec![Err(status); count],
+                            }
+                        }
+                    });
+                futures::future::join_all(calls)
                     .await
-                {
-                    Ok(reply) => results(reply.into_inner().results, count),
-                    Err(status) => vec![Err(status); count],
-                }
+                    .into_iter()
+                    .flatten()
+                    .collect()
             }
         });
         Self { batcher }
@@ -50,6 +64,25 @@ impl Forwarder {
             .await
             .unwrap_or_else(|_| Err(Status::unavailable("the gateway is shutting down")))
     }
+}
+
+/// Splits a batch, in order, into calls of at most `max_bytes` of bodies (a single bigger
+/// webhook still goes alone).
+fn chunks(webhooks: Vec<IngestWebhookRequest>, max_bytes: usize) -> Vec<Vec<IngestWebhookRequest>> {
+    let mut calls: Vec<Vec<IngestWebhookRequest>> = Vec::new();
+    let mut bytes = 0;
+    for webhook in webhooks {
+        let size = webhook.raw_body.len();
+        match calls.last_mut() {
+            Some(call) if bytes + size <= max_bytes => call.push(webhook),
+            _ => {
+                calls.push(vec![webhook]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    calls
 }
 
 /// One result per webhook, from messaging's answer.
@@ -81,6 +114,26 @@ mod tests {
     use wamesh_proto::messaging::v1::{IngestError, IngestWebhookResult};
 
     use super::*;
+
+    #[test]
+    fn big_batches_are_split_in_order_by_bytes() {
+        let sized = |n: usize| IngestWebhookRequest {
+            raw_body: vec![b'x'; n],
+            ..Default::default()
+        };
+        let calls = chunks(vec![sized(5), sized(4), sized(2), sized(9), sized(1)], 10);
+        let sizes: Vec<Vec<usize>> = calls
+            .iter()
+            .map(|c| c.iter().map(|w| w.raw_body.len()).collect())
+            .collect();
+        assert_eq!(sizes, vec![vec![5, 4], vec![2], vec![9, 1]]);
+        assert_eq!(
+            chunks(vec![sized(20)], 10).len(),
+            1,
+            "one too big still goes, alone"
+        );
+        assert!(chunks(Vec::new(), 10).is_empty());
+    }
 
     #[test]
     fn each_webhook_gets_its_own_result_and_a_short_answer_fails_them_all() {

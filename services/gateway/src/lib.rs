@@ -66,7 +66,8 @@ impl Gateway {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .connect_lazy();
-        let messaging = MessagingClient::with_interceptor(channel, GrpcTraceInterceptor);
+        let messaging = MessagingClient::with_interceptor(channel, GrpcTraceInterceptor)
+            .max_decoding_message_size(16 * 1024 * 1024);
         Ok(Self {
             state: AppState {
                 apps: Arc::new(Apps::new(config.numbers)),

@@ -21,6 +21,10 @@ use wamesh_runtime::Shutdown;
 pub use ingest::IngestConfig;
 use store::{Store, StoreError};
 
+/// The largest gRPC request messaging decodes: a batch of webhooks the gateway splits at 12 MB
+/// of bodies, or one webhook of up to 3 MB, with room for framing.
+pub const MAX_CALL_BYTES: usize = 16 * 1024 * 1024;
+
 /// The fully qualified gRPC service name, for health checks.
 pub const SERVICE_NAME: &str = "wamesh.messaging.v1.Messaging";
 
@@ -65,7 +69,8 @@ impl Messaging {
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls and the
     /// group-commit queue.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let routes = tonic::service::Routes::new(MessagingServer::new(self.service));
+        let server = MessagingServer::new(self.service).max_decoding_message_size(MAX_CALL_BYTES);
+        let routes = tonic::service::Routes::new(server);
         wamesh_runtime::grpc::serve(routes, &[SERVICE_NAME], listener, shutdown).await
     }
 }

@@ -20,6 +20,7 @@ on_both_backends!(
     a_webhook_of_nearly_3_mb_is_stored_whole,
     each_registered_number_verifies_its_own_webhooks_and_is_named,
     a_batch_call_stores_each_good_webhook_and_refuses_only_the_bad_one,
+    several_webhooks_of_nearly_3_mb_at_once_are_all_stored,
 );
 
 fn sign(secret: &wamesh_runtime::Secret, body: &[u8]) -> String {
@@ -287,5 +288,51 @@ async fn a_batch_call_stores_each_good_webhook_and_refuses_only_the_bad_one(back
     );
     let conversation = reads::conversation(&mesh.grpc(), "15551230040", 50).await;
     assert_eq!(conversation.len(), 2, "{conversation:?}");
+    mesh.stop().await;
+}
+
+/// Concurrent webhooks share gRPC calls to messaging; big ones must not add up past a limit.
+async fn several_webhooks_of_nearly_3_mb_at_once_are_all_stored(backend: Backend) {
+    let mesh = TestMesh::start(backend).await;
+    let bodies: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            payloads::inbound_text_of_len("15551230050", &format!("wamid.huge.{i}"), 2_900_000)
+        })
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|body| mesh.post(body))).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["new_messages"], json!(1));
+    }
+    let conversation = reads::conversation(&mesh.grpc(), "15551230050", 10).await;
+    assert_eq!(conversation.len(), 4);
+
+    // The largest call the gateway makes (it splits batches at 12 MB of bodies) is accepted.
+    use wamesh_proto::messaging::v1::{IngestWebhookRequest, IngestWebhooksRequest};
+    let webhooks = (0..4)
+        .map(|i| IngestWebhookRequest {
+            raw_body: payloads::inbound_text_of_len(
+                "15551230051",
+                &format!("wamid.huger.{i}"),
+                2_900_000,
+            ),
+            verified_by: "default".into(),
+            ..Default::default()
+        })
+        .collect();
+    let results = mesh
+        .grpc()
+        .ingest_webhooks(IngestWebhooksRequest { webhooks })
+        .await
+        .expect("an 11.6 MB call is accepted")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    assert_eq!(
+        reads::conversation(&mesh.grpc(), "15551230051", 10)
+            .await
+            .len(),
+        4
+    );
     mesh.stop().await;
 }
