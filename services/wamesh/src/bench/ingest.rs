@@ -45,6 +45,10 @@ pub struct IngestBench {
     pub duration: Duration,
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// The duration is split into this many alternating rounds of ingest and baseline, so
+    /// that the machine's drift (large on shared hardware) weighs on both alike.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
     /// Group commit of the in-process mesh.
     #[command(flatten)]
     pub ingest: IngestArgs,
@@ -75,21 +79,26 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         None => args.target.trim_end_matches('/').to_owned(),
     };
     println!(
-        "wamesh bench ingest: {} senders, {:?} (+{:?} warm-up), target {target}{}",
+        "wamesh bench ingest: {} senders, {:?} each for ingest and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
         args.concurrency,
         args.duration,
+        args.rounds.max(1),
         args.warmup,
         mesh.as_ref()
             .map(|m| format!(" (in process, {})", m.backend))
             .unwrap_or_default()
     );
 
-    let ingest = load_gateway(&args, &target, &secret).await?;
+    let (mut ingest, mut baseline) = (Measured::default(), Measured::default());
+    let each_round = args.duration / args.rounds.max(1);
+    for _ in 0..args.rounds.max(1) {
+        ingest.add_run(load_gateway(&args, each_round, &target, &secret).await?);
+        baseline.add_run(baseline_inserts(&args, each_round, &database_url).await?);
+    }
     if let Some(mesh) = mesh {
         mesh.stop().await?;
         println!("group commit: {}", batch_summary());
     }
-    let baseline = baseline_inserts(&args, &database_url).await?;
     if let Some(scratch) = scratch {
         scratch.drop_database().await?;
     }
@@ -136,6 +145,7 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
             "errors": ingest.errors,
             "concurrency": args.concurrency,
             "duration_s": args.duration.as_secs_f64(),
+            "rounds": args.rounds.max(1),
         })
     );
     Ok(())
@@ -195,7 +205,12 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
     .await
 }
 
-async fn load_gateway(args: &IngestBench, target: &str, secret: &str) -> anyhow::Result<Measured> {
+async fn load_gateway(
+    args: &IngestBench,
+    duration: Duration,
+    target: &str,
+    secret: &str,
+) -> anyhow::Result<Measured> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)
@@ -204,7 +219,7 @@ async fn load_gateway(args: &IngestBench, target: &str, secret: &str) -> anyhow:
     let secret: Arc<str> = secret.into();
     let run = format!("{:x}", rand_u64());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let measured = drive(args.concurrency, args.warmup, args.duration, move |n| {
+    let measured = drive(args.concurrency, args.warmup, duration, move |n| {
         let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
         let body = webhook(&run, n, now);
         async move {
@@ -259,7 +274,11 @@ pub fn webhook(run: &str, n: u64, now: u64) -> String {
     .to_string()
 }
 
-async fn baseline_inserts(args: &IngestBench, database_url: &str) -> anyhow::Result<Measured> {
+async fn baseline_inserts(
+    args: &IngestBench,
+    duration: Duration,
+    database_url: &str,
+) -> anyhow::Result<Measured> {
     let pool = PgPoolOptions::new()
         .max_connections(args.concurrency as u32)
         .min_connections(args.concurrency as u32)
@@ -270,7 +289,7 @@ async fn baseline_inserts(args: &IngestBench, database_url: &str) -> anyhow::Res
         .execute(&pool)
         .await?;
     let payload: Arc<str> = webhook("baseline", 1, 0).into();
-    let measured = drive(args.concurrency, args.warmup, args.duration, move |_| {
+    let measured = drive(args.concurrency, args.warmup, duration, move |_| {
         let (pool, payload) = (pool.clone(), payload.clone());
         async move {
             sqlx::query(

@@ -39,6 +39,13 @@ impl Measured {
         self.latencies.iter().filter(|l| **l > limit).count() as f64 / self.latencies.len() as f64
     }
 
+    /// Adds another run of the same operation (its time and its latencies).
+    pub fn add_run(&mut self, other: Measured) {
+        self.elapsed += other.elapsed;
+        self.merge(other);
+        self.latencies.sort_unstable();
+    }
+
     fn merge(&mut self, other: Measured) {
         self.ok += other.ok;
         self.errors += other.errors;
