@@ -363,3 +363,44 @@ async fn survives_a_kill_9(database_url: Option<String>) {
     dev.stop_with("-TERM");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_and_names_a_bad_database() {
+    let url = wamesh_testkit::fresh_postgres_url().await;
+    for _ in 0..2 {
+        // twice: migrating an up-to-date schema is a no-op, not an error
+        let output = Command::new(BIN)
+            .args(["migrate", "--database-url", &url])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout)
+                .contains("messaging's postgres schema is up to date")
+        );
+    }
+    let output = Command::new(BIN)
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "an unreachable database is an error"
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("migrating messaging's database"), "{said}");
+}
