@@ -175,11 +175,7 @@ impl pb::messaging_server::Messaging for MessagingService {
         request: Request<pb::ListMessagesRequest>,
     ) -> Reply<pb::ListMessagesResponse> {
         let request = request.into_inner();
-        require(
-            "business_phone_number_id",
-            &request.business_phone_number_id,
-        )?;
-        require("contact_id", &request.contact_id)?;
+        require_conversation(&request.business_phone_number_id, &request.contact_id)?;
         let limit = page_size(request.page_size);
         let before = parse_message_cursor(&request.page_token)?;
         let rows = self
@@ -237,11 +233,7 @@ impl pb::messaging_server::Messaging for MessagingService {
         request: Request<pb::GetServiceWindowRequest>,
     ) -> Reply<pb::ServiceWindow> {
         let request = request.into_inner();
-        require(
-            "business_phone_number_id",
-            &request.business_phone_number_id,
-        )?;
-        require("contact_id", &request.contact_id)?;
+        require_conversation(&request.business_phone_number_id, &request.contact_id)?;
         let contact = self
             .store
             .get_contact(&request.business_phone_number_id, &request.contact_id)
@@ -362,6 +354,12 @@ pub fn service_window(last_inbound_s: i64, now_s: i64) -> pb::ServiceWindow {
         expires_at_unix_s: expires,
         last_inbound_unix_s: last_inbound_s,
     }
+}
+
+/// A conversation is named by a business number and a contact; both are required.
+fn require_conversation(phone_number_id: &str, contact_id: &str) -> Result<(), MessagingError> {
+    require("business_phone_number_id", phone_number_id)?;
+    require("contact_id", contact_id)
 }
 
 fn require(field: &str, value: &str) -> Result<(), MessagingError> {

@@ -1,30 +1,6 @@
-use std::path::PathBuf;
-
 use super::*;
 
-/// The shared corpus of real-shaped webhooks (`../shared/corpus/webhooks/pywa` from the repo root).
-fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::var("WAMESH_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
-        });
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
+use wamesh_testkit::webhook_corpus as corpus;
 
 fn updates_of(name: &str) -> Updates {
     let (_, body) = corpus().into_iter().find(|(n, _)| n == name).unwrap();
