@@ -126,3 +126,32 @@ async fn health_lists_messaging_and_its_database_up_and_metrics_count_webhooks(b
     );
     mesh.stop().await;
 }
+
+/// Fail closed: with no app secret configured nothing can be verified, so nothing is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_app_secret_every_webhook_is_refused_and_health_says_why() {
+    let unsigned = wamesh_runtime::BusinessNumber {
+        app_secret: wamesh_runtime::Secret::new(""),
+        ..crate::harness::number(None)
+    };
+    let mesh = TestMesh::start_with_numbers(Backend::Sqlite, vec![unsigned]).await;
+    let body = payloads::inbound_text("15551230060", "wamid.no.secret", now_s(), "hello");
+    let forged = wamesh_whatsapp::sign(b"", &body);
+    let (status, answer) = mesh.post_raw(&body, Some(&forged)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no app secret")),
+        "{answer}"
+    );
+    let (status, report) = mesh.get_json("/api/webhooks/whatsapp/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    assert_eq!(report["app_secret_configured"], false);
+    assert!(
+        crate::reads::conversation(&mesh.grpc(), "15551230060", 10)
+            .await
+            .is_empty()
+    );
+    mesh.stop().await;
+}
