@@ -145,16 +145,17 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a server until SIGTERM/SIGINT, then gives it the drain deadline to finish.
+/// Runs a server until SIGTERM/SIGINT, then gives it the drain deadline to finish. A server that
+/// stops on its own (an error) ends the command at once, with that error.
 async fn serve_until_signal<F>(serve: impl FnOnce(Shutdown) -> F) -> anyhow::Result<()>
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let stop = Shutdown::new();
-    let task = tokio::spawn(serve(stop.clone()));
+    let mut task = tokio::spawn(serve(stop.clone()));
     tokio::select! {
         () = wait_for_signal() => {}
-        () = stop.cancelled() => {}
+        joined = &mut task => return joined?,
     }
     stop.cancel();
     match tokio::time::timeout(wamesh_runtime::shutdown::DRAIN_TIMEOUT, task).await {
