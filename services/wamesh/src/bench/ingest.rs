@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use clap::Args;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
@@ -211,38 +215,95 @@ async fn load_gateway(
     target: &str,
     secret: &str,
 ) -> anyhow::Result<Measured> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .tcp_nodelay(true)
-        .build()?;
-    let url: Arc<str> = format!("{target}/api/webhooks/whatsapp").into();
+    let connections = Arc::new(Connections::open(target, args.concurrency).await?);
     let secret: Arc<str> = secret.into();
     let run = format!("{:x}", rand_u64());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let measured = drive(args.concurrency, args.warmup, duration, move |n| {
-        let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
+        let (connections, secret) = (connections.clone(), secret.clone());
         let body = webhook(&run, n, now);
         async move {
             let signature = wamesh_whatsapp::sign(secret.as_bytes(), body.as_bytes());
-            let response = client
-                .post(&*url)
-                .header("content-type", "application/json")
+            let request = http::Request::post(wamesh_gateway::webhooks::PATH)
+                .header(http::header::HOST, &connections.host)
+                .header(http::header::CONTENT_TYPE, "application/json")
                 .header(wamesh_whatsapp::SIGNATURE_HEADER, signature)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
-            match response.status().as_u16() {
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            let (status, answer) = connections.send(request).await?;
+            match status.as_u16() {
                 200 => Ok(()),
-                code => Err(format!(
-                    "HTTP {code}: {}",
-                    response.text().await.unwrap_or_default()
-                )),
+                code => Err(format!("HTTP {code}: {}", String::from_utf8_lossy(&answer))),
             }
         }
     })
     .await;
     Ok(measured)
+}
+
+/// One HTTP/1.1 keep-alive connection per sender, each used by one request at a time: the
+/// load generator shares the machine with the mesh, so it is kept to what a request needs
+/// (a general client's pool and URL handling cost as much CPU as the gateway's own parsing).
+struct Connections {
+    /// host:port, also the `Host` header.
+    host: String,
+    idle: std::sync::Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Connections {
+    async fn open(target: &str, count: usize) -> anyhow::Result<Self> {
+        let host = target
+            .strip_prefix("http://")
+            .context("the bench target must be an http:// URL")?
+            .trim_end_matches('/')
+            .to_owned();
+        let mut idle = Vec::with_capacity(count);
+        for _ in 0..count {
+            idle.push(connect(&host).await?);
+        }
+        Ok(Self {
+            host,
+            idle: std::sync::Mutex::new(idle),
+        })
+    }
+
+    /// Sends on an idle connection (a new one when none is idle or it was closed); answers
+    /// the status and the body.
+    async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let idle = self.idle.lock().map(|mut idle| idle.pop()).ok().flatten();
+        let mut sender = match idle {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => connect(&self.host).await.map_err(|e| format!("{e:#}"))?,
+        };
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        // The body is read before the connection takes another request.
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(sender);
+        }
+        Ok((status, body.to_bytes()))
+    }
+}
+
+async fn connect(address: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to the gateway at {address}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// The n-th webhook of a run: one in four a new inbound text message, the rest the sent,
