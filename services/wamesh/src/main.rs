@@ -12,7 +12,7 @@ use wamesh::{cli, run};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    // reqwest is built without a crypto provider of its own; use ring, like sqlx.
+    // rustls is built without a default crypto provider (TLS to Postgres, OTLP); use ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let telemetry = wamesh_telemetry::init(&wamesh_telemetry::TelemetryConfig::from_env(
         cli.command.service_name(),
