@@ -4,7 +4,10 @@ use std::{env, path::PathBuf};
 
 use protox::prost::Message as _;
 
-const PROTOS: &[&str] = &["wamesh/messaging/v1/messaging.proto"];
+const PROTOS: &[&str] = &[
+    "wamesh/messaging/v1/messaging.proto",
+    "wamesh/ratelimit/v1/ratelimit.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");

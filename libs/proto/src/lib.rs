@@ -16,3 +16,10 @@ pub mod messaging {
         tonic::include_proto!("wamesh.messaging.v1");
     }
 }
+
+/// `wamesh.ratelimit.v1`: token buckets and distinct windows for WhatsApp's limits.
+pub mod ratelimit {
+    pub mod v1 {
+        tonic::include_proto!("wamesh.ratelimit.v1");
+    }
+}

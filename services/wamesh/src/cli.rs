@@ -25,6 +25,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run the messaging service (gRPC; metrics and health on --metrics-addr).
     Messaging(MessagingArgs),
+    /// Run the rate-limit service (gRPC; metrics and health on --metrics-addr).
+    Ratelimit(RatelimitArgs),
     /// Create or update messaging's database schema, then exit.
     Migrate(StoreArgs),
     /// Measure the mesh against a baseline measured in the same run.
@@ -39,6 +41,7 @@ impl Command {
             Self::Dev(_) => "wamesh-dev",
             Self::Gateway(_) => "gateway",
             Self::Messaging(_) => "messaging",
+            Self::Ratelimit(_) => "ratelimit",
             Self::Migrate(_) => "wamesh-migrate",
             Self::Bench(_) => "wamesh-bench",
         }
@@ -121,6 +124,46 @@ pub struct MessagingArgs {
     pub ingest: IngestArgs,
 }
 
+/// The rate-limit service's store and its behaviour when Redis cannot answer.
+#[derive(Debug, Clone, Args)]
+pub struct LimiterArgs {
+    /// Redis for the buckets (shared by every replica); in-memory buckets when unset.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Namespace of every rate-limit key in Redis.
+    #[arg(long, env = "WAMESH_RATELIMIT_PREFIX", default_value = "wamesh:rl:")]
+    pub redis_prefix: String,
+    /// When Redis is down or slow: `closed` denies (the safe default for sends), `open` allows
+    /// uncounted, `local` counts in this process at each limit divided by --replicas.
+    #[arg(
+        long,
+        env = "WAMESH_RATELIMIT_DEGRADED",
+        value_enum,
+        default_value = "closed"
+    )]
+    pub degraded: wamesh_ratelimit::DegradedMode,
+    /// Replicas of the rate-limit service (divides the limits in `local` mode).
+    #[arg(long, env = "WAMESH_RATELIMIT_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+    /// A Redis call slower than this counts as a failure.
+    #[arg(long, env = "WAMESH_RATELIMIT_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Usage ratio from which GetUsage flags a bucket.
+    #[arg(long, env = "MONITORING_RATE_LIMIT_WARNING", default_value_t = 0.8)]
+    pub warning: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RatelimitArgs {
+    #[arg(long, env = "WAMESH_RATELIMIT_ADDR", default_value = "0.0.0.0:50052")]
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "WAMESH_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub limiter: LimiterArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
     #[arg(long, env = "WAMESH_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
@@ -133,9 +176,10 @@ pub struct DevArgs {
     /// Use this database instead of SQLite under --data-dir.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Redis, for the rate-limit service when it arrives (in-memory buckets when unset).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "WAMESH_RATELIMIT_ADDR", default_value = "127.0.0.1:50052")]
+    pub ratelimit_addr: SocketAddr,
+    #[command(flatten)]
+    pub limiter: LimiterArgs,
     #[command(flatten)]
     pub ingest: IngestArgs,
     #[command(flatten)]

@@ -1,6 +1,7 @@
-//! The mesh in one process: messaging and the gateway on listeners the caller binds (port 0 in
-//! tests), stopped in the right order: the gateway first (it stops taking webhooks and finishes
-//! those in flight, which still need messaging), then messaging (which drains group commit).
+//! The mesh in one process: rate-limit, messaging and the gateway on listeners the caller binds
+//! (port 0 in tests), stopped in the right order: the gateway first (it stops taking webhooks
+//! and finishes those in flight, which still need messaging), then messaging (which drains
+//! group commit), then rate-limit (which messaging's senders ask).
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_ratelimit::{RateLimit, RateLimitConfig};
 use wamesh_runtime::shutdown::DRAIN_TIMEOUT;
 use wamesh_runtime::{BusinessNumber, Shutdown};
 
@@ -21,6 +23,8 @@ pub struct MeshConfig {
     pub ingest: IngestConfig,
     pub numbers: Vec<BusinessNumber>,
     pub ingest_timeout: Duration,
+    /// The rate-limit service, when this mesh runs one.
+    pub ratelimit: Option<(TcpListener, RateLimitConfig)>,
 }
 
 /// A running mesh.
@@ -29,8 +33,11 @@ pub struct Mesh {
     pub messaging_addr: SocketAddr,
     /// The storage backend messaging uses (`"postgres"` or `"sqlite"`).
     pub backend: &'static str,
+    /// Where rate-limit listens, and its backend (`"redis"` or `"memory"`).
+    pub ratelimit: Option<(SocketAddr, &'static str)>,
     gateway: Service,
     messaging: Service,
+    ratelimit_service: Option<Service>,
 }
 
 struct Service {
@@ -49,8 +56,22 @@ impl Service {
 }
 
 impl Mesh {
-    /// Opens messaging's store (migrating it) and starts both services.
+    /// Connects rate-limit's store, opens messaging's (migrating it), and starts the services.
     pub async fn start(config: MeshConfig) -> anyhow::Result<Self> {
+        let (ratelimit, ratelimit_service) = match config.ratelimit {
+            Some((listener, ratelimit_config)) => {
+                let addr = listener.local_addr()?;
+                let service = RateLimit::build(&ratelimit_config)
+                    .await
+                    .context("starting rate-limit")?;
+                let backend = service.backend();
+                (
+                    Some((addr, backend)),
+                    Some(spawn(|stop| service.serve(listener, stop))),
+                )
+            }
+            None => (None, None),
+        };
         let messaging_addr = config.messaging_listener.local_addr()?;
         let gateway_addr = config.gateway_listener.local_addr()?;
         let messaging = Messaging::build(&MessagingConfig {
@@ -72,15 +93,21 @@ impl Mesh {
             gateway_addr,
             messaging_addr,
             backend,
+            ratelimit,
             gateway,
             messaging,
+            ratelimit_service,
         })
     }
 
-    /// Stops the gateway, then messaging, each draining what it has in flight.
+    /// Stops the gateway, then messaging, then rate-limit, each draining what it has in flight.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.gateway.stop("gateway").await?;
-        self.messaging.stop("messaging").await
+        self.messaging.stop("messaging").await?;
+        match self.ratelimit_service {
+            Some(service) => service.stop("rate-limit").await,
+            None => Ok(()),
+        }
     }
 }
 

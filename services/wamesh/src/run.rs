@@ -8,10 +8,12 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 
 use crate::cli::{
-    BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, MessagingArgs, NumberArgs, StoreArgs,
+    BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
+    NumberArgs, RatelimitArgs, StoreArgs,
 };
 use crate::mesh::{Mesh, MeshConfig};
 
@@ -20,6 +22,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => dev(args).await,
         Command::Gateway(args) => gateway(args).await,
         Command::Messaging(args) => messaging(args).await,
+        Command::Ratelimit(args) => ratelimit(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
     }
@@ -45,6 +48,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ingest: ingest_config(&args.ingest),
         numbers,
         ingest_timeout: std::time::Duration::from_secs(10),
+        ratelimit: Some((
+            bind(args.ratelimit_addr).await?,
+            ratelimit_config(&args.limiter),
+        )),
     })
     .await?;
     println!("wamesh dev is running (storage: {})", mesh.backend);
@@ -56,9 +63,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "  messaging  grpc://{}  (wamesh.messaging.v1.Messaging, reflection on)",
         mesh.messaging_addr
     );
-    if args.redis_url.is_some() {
+    if let Some((addr, backend)) = mesh.ratelimit {
         println!(
-            "  REDIS_URL is set; it will be used by the rate-limit service when that service is part of the mesh"
+            "  ratelimit  grpc://{addr}  (wamesh.ratelimit.v1.RateLimiter, buckets in {backend})"
         );
     }
     if args.number.app_secret.is_none() {
@@ -135,6 +142,47 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         grpc
     })
     .await
+}
+
+async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
+    let config = ratelimit_config(&args.limiter);
+    if config.redis_url.is_none() {
+        tracing::warn!(
+            "no REDIS_URL: buckets are kept in this process; replicas will not share them"
+        );
+    }
+    let service = RateLimit::build(&config).await?;
+    let admin = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(wamesh_runtime::metrics::router(
+            wamesh_runtime::metrics::install(),
+        ));
+    let admin_listener = bind(args.metrics_addr).await?;
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, backend = service.backend(), "rate-limit listening");
+    serve_until_signal(|stop| async move {
+        let admin_stop = stop.clone();
+        let admin =
+            axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
+        let (grpc, admin) = tokio::join!(service.serve(listener, stop), admin);
+        admin?;
+        grpc
+    })
+    .await
+}
+
+pub fn ratelimit_config(args: &LimiterArgs) -> RateLimitConfig {
+    RateLimitConfig {
+        redis_url: args.redis_url.clone(),
+        redis_prefix: args.redis_prefix.clone(),
+        limiter: LimiterConfig {
+            degraded: args.degraded,
+            replicas: args.replicas,
+            timeout: args.timeout,
+            warning: args.warning,
+            ..LimiterConfig::default()
+        },
+    }
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {

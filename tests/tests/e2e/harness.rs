@@ -24,9 +24,11 @@ use wamesh_runtime::{BusinessNumber, Secret, Shutdown};
 /// The gRPC client tests read messaging with.
 pub type Grpc = MessagingClient<Channel>;
 
-/// How long a webhook may wait for messaging before the gateway answers 503. Short, so outage
-/// tests see their 503 well within the 5 s they allow.
-const INGEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a webhook may wait for messaging before the gateway answers 503: generous, since a
+/// debug build storing several 3 MB webhooks on a loaded machine can take seconds.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for outage tests: short, so they see their 503 well within the 5 s they allow.
+const OUTAGE_INGEST_TIMEOUT: Duration = Duration::from_secs(3);
 const DB_MAX_CONNECTIONS: u32 = 8;
 
 /// Which storage backend messaging runs on.
@@ -122,8 +124,21 @@ impl TestMesh {
         Self::start_with_numbers(backend, vec![number(None)]).await
     }
 
+    /// The whole mesh, for outage tests: the gateway gives up on messaging after 3 s.
+    pub async fn start_for_outage(backend: Backend) -> Self {
+        Self::start_with(backend, vec![number(None)], OUTAGE_INGEST_TIMEOUT).await
+    }
+
     /// The whole mesh with these numbers; [`TestMesh::post`] signs with the first one's secret.
     pub async fn start_with_numbers(backend: Backend, numbers: Vec<BusinessNumber>) -> Self {
+        Self::start_with(backend, numbers, INGEST_TIMEOUT).await
+    }
+
+    async fn start_with(
+        backend: Backend,
+        numbers: Vec<BusinessNumber>,
+        ingest_timeout: Duration,
+    ) -> Self {
         init_tracing();
         let database_url = backend.fresh_database_url().await;
         let gateway_listener = bind("127.0.0.1:0").await;
@@ -139,7 +154,8 @@ impl TestMesh {
             db_max_connections: DB_MAX_CONNECTIONS,
             ingest: IngestConfig::default(),
             numbers,
-            ingest_timeout: INGEST_TIMEOUT,
+            ingest_timeout,
+            ratelimit: None,
         })
         .await
         .unwrap_or_else(|e| panic!("starting the mesh on {}: {e:#}", backend.name()));
@@ -172,7 +188,7 @@ impl TestMesh {
         let gateway = Gateway::build(GatewayConfig {
             numbers: vec![default],
             messaging_url: format!("http://{messaging_addr}"),
-            ingest_timeout: INGEST_TIMEOUT,
+            ingest_timeout: OUTAGE_INGEST_TIMEOUT,
         })
         .expect("build the gateway");
         let gateway_listener = bind("127.0.0.1:0").await;

@@ -112,7 +112,7 @@ async fn with_messaging_stopped_webhooks_get_503_and_are_stored_once_after_it_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_unreachable_webhooks_get_503_and_are_stored_once_after_it_returns() {
-    let mesh = TestMesh::start(Backend::Postgres).await;
+    let mesh = TestMesh::start_for_outage(Backend::Postgres).await;
     let (status, answer) = mesh
         .post(&payloads::inbound_text(
             "15551230032",

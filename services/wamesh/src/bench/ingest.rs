@@ -205,6 +205,7 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
             access_token: None,
         }],
         ingest_timeout: Duration::from_secs(10),
+        ratelimit: None,
     })
     .await
 }

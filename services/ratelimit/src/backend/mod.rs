@@ -1,0 +1,69 @@
+//! Where buckets live: Redis in production ([`redis::RedisBackend`]: one Lua script per decision,
+//! Redis `TIME` as the clock), memory for the embedded default and the degraded local mode
+//! ([`memory::MemoryBackend`], with an injectable clock). Both keep the same numbers; the
+//! conformance suite (`tests/conformance.rs`) runs against both.
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{Bucket, BucketId, Decision, Micros, Policy, Usage};
+
+/// The backend could not answer (Redis down or slow): the limiter's degraded mode decides.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+impl From<::redis::RedisError> for BackendError {
+    fn from(e: ::redis::RedisError) -> Self {
+        Self(format!("redis: {e}"))
+    }
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `redis` or `memory`.
+    fn name(&self) -> &'static str;
+
+    /// Debits every bucket or none (see [`crate::model::token_bucket`] and the distinct window
+    /// rules in the module docs of [`memory`]).
+    async fn acquire(&self, scope: &str, buckets: &[Bucket]) -> Result<Decision, BackendError>;
+
+    /// Empties a token bucket and keeps it closed (no refill) for `hold`. Answers the end of
+    /// the hold (Unix µs). A longer hold already in place stays.
+    async fn penalize(
+        &self,
+        scope: &str,
+        key: &str,
+        policy: &Policy,
+        hold: Duration,
+    ) -> Result<Micros, BackendError>;
+
+    /// How full the given buckets are, without changing them.
+    async fn usage(
+        &self,
+        scope: &str,
+        buckets: &[(String, Policy)],
+    ) -> Result<Vec<Usage>, BackendError>;
+
+    /// Buckets that exist (a bucket at rest, full or empty, may be gone), at most `limit`.
+    async fn list(&self, limit: usize) -> Result<Vec<BucketId>, BackendError>;
+
+    /// The stored policy rules (selector, policy) and their version.
+    async fn load_policies(&self) -> Result<(u64, Vec<(String, Policy)>), BackendError>;
+
+    /// The version of the stored rules: it changes with every `store_policy`.
+    async fn policies_version(&self) -> Result<u64, BackendError>;
+
+    /// Stores (or with `None` removes) a selector's rule and bumps the version.
+    async fn store_policy(
+        &self,
+        selector: &str,
+        policy: Option<&Policy>,
+    ) -> Result<(), BackendError>;
+
+    /// One round trip, for health checks.
+    async fn ping(&self) -> Result<(), BackendError>;
+}

@@ -1,0 +1,198 @@
+//! `wamesh.ratelimit.v1.RateLimiter` over the [`Limiter`]: decode, call, encode. Proto types
+//! stop here.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use wamesh_proto::ratelimit::v1 as pb;
+use wamesh_proto::ratelimit::v1::rate_limiter_server::RateLimiter;
+
+use crate::limiter::{BucketRequest, LimitError, Limiter};
+use crate::model::{Policy, Usage};
+
+pub struct RateLimitService {
+    limiter: Arc<Limiter>,
+}
+
+impl RateLimitService {
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl From<LimitError> for Status {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::InvalidArgument(m) => Status::invalid_argument(m),
+            LimitError::NotFound(m) => Status::not_found(m),
+            LimitError::Unavailable(m) => {
+                tracing::warn!(error = %m, "rate-limit store unavailable");
+                Status::unavailable("the rate-limit store is unavailable; retry later")
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimiter for RateLimitService {
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let request = request.into_inner();
+        let buckets = request
+            .buckets
+            .into_iter()
+            .map(|b| {
+                Ok(BucketRequest {
+                    policy: b.policy.map(policy_from_proto).transpose()?,
+                    key: b.key,
+                    cost: b.cost,
+                    member: b.member,
+                    check_only: b.check_only,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let outcome = self.limiter.acquire(&request.scope, buckets).await?;
+        let decision = outcome.decision;
+        Ok(Response::new(pb::AcquireResponse {
+            allowed: decision.allowed,
+            retry_after_us: decision.retry_after_us,
+            buckets: decision
+                .levels
+                .into_iter()
+                .map(|l| pb::BucketLevel {
+                    key: l.key,
+                    remaining: l.remaining,
+                    capacity: l.capacity,
+                    limiting: l.limiting,
+                    retry_after_us: l.retry_after_us,
+                    held_until_unix_us: l.held_until_us,
+                })
+                .collect(),
+            degraded: outcome.degraded.is_some(),
+            degraded_mode: outcome
+                .degraded
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let request = request.into_inner();
+        let policy = if request.remove {
+            None
+        } else {
+            let policy = request
+                .policy
+                .ok_or_else(|| Status::invalid_argument("give a policy, or set `remove`"))?;
+            Some(policy_from_proto(policy)?)
+        };
+        self.limiter.set_policy(&request.selector, policy).await?;
+        Ok(Response::new(pb::SetPolicyResponse {}))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let resolved = self.limiter.get_policy(&request.into_inner().key).await?;
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy: Some(policy_to_proto(&resolved.policy)),
+            source: resolved.source,
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let request = request.into_inner();
+        let top = if request.top == 0 {
+            10
+        } else {
+            request.top.min(1_000) as usize
+        };
+        let (usage, degraded) = self
+            .limiter
+            .usage(&request.scope, &request.keys, top)
+            .await?;
+        let warning = self.limiter.config().warning;
+        Ok(Response::new(pb::GetUsageResponse {
+            buckets: usage
+                .into_iter()
+                .map(|u| usage_to_proto(u, warning))
+                .collect(),
+            warning_threshold: warning,
+            degraded,
+        }))
+    }
+
+    async fn penalize(
+        &self,
+        request: Request<pb::PenalizeRequest>,
+    ) -> Result<Response<pb::PenalizeResponse>, Status> {
+        let request = request.into_inner();
+        let until = self
+            .limiter
+            .penalize(
+                &request.scope,
+                &request.key,
+                Duration::from_millis(request.hold_ms),
+                request.meta_error_code,
+            )
+            .await?;
+        Ok(Response::new(pb::PenalizeResponse {
+            held_until_unix_us: until,
+        }))
+    }
+}
+
+fn policy_from_proto(policy: pb::Policy) -> Result<Policy, Status> {
+    match policy.kind {
+        Some(pb::policy::Kind::TokenBucket(t)) => Ok(Policy::TokenBucket {
+            capacity: t.capacity,
+            refill_per_second: t.refill_per_second,
+        }),
+        Some(pb::policy::Kind::DistinctWindow(w)) => Ok(Policy::DistinctWindow {
+            limit: w.limit,
+            window_ms: w.window_ms,
+        }),
+        None => Err(Status::invalid_argument(
+            "a policy is a token_bucket or a distinct_window",
+        )),
+    }
+}
+
+pub fn policy_to_proto(policy: &Policy) -> pb::Policy {
+    let kind = match *policy {
+        Policy::TokenBucket {
+            capacity,
+            refill_per_second,
+        } => pb::policy::Kind::TokenBucket(pb::TokenBucket {
+            capacity,
+            refill_per_second,
+        }),
+        Policy::DistinctWindow { limit, window_ms } => {
+            pb::policy::Kind::DistinctWindow(pb::DistinctWindow { limit, window_ms })
+        }
+    };
+    pb::Policy { kind: Some(kind) }
+}
+
+fn usage_to_proto(usage: Usage, warning: f64) -> pb::BucketUsage {
+    let ratio = usage.ratio();
+    pb::BucketUsage {
+        usage_ratio: ratio,
+        warning: ratio >= warning,
+        scope: usage.scope,
+        key: usage.key,
+        level: usage.level,
+        capacity: usage.capacity,
+        time_to_full_us: usage.time_to_full_us,
+        held_until_unix_us: usage.held_until_us,
+    }
+}
