@@ -191,6 +191,9 @@ pub enum BenchCommand {
     /// Signed message and status webhooks through the gateway, against single-row INSERTs into
     /// the same Postgres at the same concurrency.
     Ingest(crate::bench::ingest::IngestBench),
+    /// Acquire decisions over gRPC from 64 clients, against the same script sent straight to
+    /// Redis, unpipelined, at the same concurrency.
+    Ratelimit(crate::bench::ratelimit::RatelimitBench),
 }
 
 /// `10s`, `500ms`, `2m` or plain seconds.

@@ -25,6 +25,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Ratelimit(args) => ratelimit(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
+        Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
     }
 }
 

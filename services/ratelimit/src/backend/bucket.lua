@@ -7,12 +7,18 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- Numbers go back as strings: Redis would truncate a Lua number to an integer.
--- '%.17g' round-trips a double, and integers below 2^53 print as plain digits.
-local function fmt(x)
+-- A number for the reply. Redis turns a Lua number into an integer reply, truncating it, so
+-- whole numbers (times, counts, flags) go back as numbers and anything else as a string that
+-- round-trips the double ('%.17g'). Numbers passed to redis.call need no care: Redis formats
+-- them exactly itself.
+local function out(x)
   if x == math.huge then return 'inf' end
-  if x == -math.huge then return '-inf' end
-  if x ~= x then return 'nan' end
+  if x == math.floor(x) and x > -9007199254740992 and x < 9007199254740992 then return x end
+  return string.format('%.17g', x)
+end
+
+-- An exact decimal string of a whole number of µs, for score ranges ('(' .. it).
+local function digits(x)
   return string.format('%.17g', x)
 end
 
@@ -59,7 +65,7 @@ end
 local function expire_after(key, us)
   local ms = math.ceil(us / 1000) + 1
   if ms <= 1e15 then
-    redis.call('PEXPIRE', key, fmt(ms))
+    redis.call('PEXPIRE', key, ms)
   else
     redis.call('PERSIST', key)
   end

@@ -1,4 +1,4 @@
-//! Where buckets live: Redis in production ([`redis::RedisBackend`]: one Lua script per decision,
+//! Where buckets live: Redis in production ([`redis::RedisBackend`]: one Lua script call per batch of decisions,
 //! Redis `TIME` as the clock), memory for the embedded default and the degraded local mode
 //! ([`memory::MemoryBackend`], with an injectable clock). Both keep the same numbers; the
 //! conformance suite (`tests/conformance.rs`) runs against both.
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::model::{Bucket, BucketId, Decision, Micros, Policy, Usage};
 
 /// The backend could not answer (Redis down or slow): the limiter's degraded mode decides.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct BackendError(pub String);
 

@@ -8,15 +8,17 @@
 //! - `<prefix>policies` (selector -> JSON policy) and `<prefix>policies:version` (a counter).
 //!
 //! The scripts (`bucket.lua`, shared, then `acquire.lua`, `penalize.lua`, `usage.lua`) mirror
-//! [`crate::model::token_bucket`] and `memory.rs` line by line, return every number as a string
-//! (Redis would truncate Lua numbers to integers) and set the TTLs: a key expires only once it
-//! says nothing a missing key would not.
+//! [`crate::model::token_bucket`] and `memory.rs` line by line, return fractions as exact strings
+//! (Redis would truncate a Lua number to an integer) and set the TTLs: a key expires only once
+//! it says nothing a missing key would not.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
+
+use wamesh_runtime::batch::{BatchConfig, Batcher};
 
 use super::{Backend, BackendError};
 use crate::model::{Bucket, BucketId, Decision, Level, Micros, Policy, Usage};
@@ -33,13 +35,22 @@ const MEMBERS: &str = "dw";
 /// Keys scanned per SCAN round trip in [`Backend::list`].
 const SCAN_COUNT: usize = 1000;
 
-/// The production backend: buckets shared by every replica through one Redis. Cheap to clone
-/// (the connection is multiplexed and reconnects by itself after a Redis restart).
-#[derive(Clone)]
+/// Acquires decided in one script call at most (see [`Batcher`]).
+const MAX_BATCH: usize = 64;
+
+/// One acquire waiting for its batch: the scope and its buckets.
+type Pending = (String, Vec<Bucket>);
+
+/// The production backend: buckets shared by every replica through one Redis, over one
+/// multiplexed connection that reconnects by itself after a Redis restart. Concurrent acquires
+/// are batched: those waiting when a script call goes out share it, one call per scope (a
+/// scope's keys share a Redis Cluster slot), each still decided on its own and all or nothing.
 pub struct RedisBackend {
+    client: redis::Client,
     con: ConnectionManager,
-    prefix: String,
-    acquire: Script,
+    keys: Keys,
+    acquire: AcquireScript,
+    batcher: Batcher<Pending, Result<Decision, BackendError>>,
     penalize: Script,
     usage: Script,
 }
@@ -49,29 +60,184 @@ impl RedisBackend {
     /// start-up). Every key starts with `prefix`, so deployments and tests can share a Redis.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BackendError> {
         let client = redis::Client::open(url)?;
-        let con = ConnectionManager::new(client).await?;
+        let con = ConnectionManager::new(client.clone()).await?;
+        let keys = Keys(prefix.to_owned());
+        let acquire = AcquireScript {
+            script: Script::new(ACQUIRE),
+            keys: keys.clone(),
+        };
+        let batcher = {
+            let (acquire, con) = (acquire.clone(), con.clone());
+            Batcher::start(
+                BatchConfig {
+                    workers: 4,
+                    max_batch: MAX_BATCH,
+                    queue_capacity: 4096,
+                },
+                move |pending: Vec<Pending>| {
+                    let (acquire, con) = (acquire.clone(), con.clone());
+                    async move { acquire.run_grouped(con, pending).await }
+                },
+            )
+        };
         Ok(Self {
+            client,
             con,
-            prefix: prefix.to_owned(),
-            acquire: Script::new(ACQUIRE),
+            keys,
+            acquire,
+            batcher,
             penalize: Script::new(PENALIZE),
             usage: Script::new(USAGE),
         })
     }
 
+    /// One acquire, alone in its script call, on `con`: the benchmark's unpipelined baseline
+    /// runs the service's own script this way, on connections of its own.
+    pub async fn acquire_on<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        scope: &str,
+        buckets: &[Bucket],
+    ) -> Result<Decision, BackendError> {
+        let mut decisions = self.acquire.run(con, scope, &[buckets]).await?;
+        decisions
+            .pop()
+            .ok_or_else(|| BackendError("redis: the acquire script answered nothing".into()))
+    }
+
+    /// A new connection of its own (not the shared one), for callers that want one.
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BackendError> {
+        Ok(self.client.get_multiplexed_async_connection().await?)
+    }
+}
+
+/// Redis key names, all under one prefix.
+#[derive(Clone)]
+struct Keys(String);
+
+impl Keys {
     /// The Redis key of a bucket of `kind` ([`TOKENS`] or [`MEMBERS`]).
-    fn bucket_key(&self, scope: &str, kind: &str, key: &str) -> String {
-        format!("{}{{{scope}}}:{kind}:{key}", self.prefix)
+    fn bucket(&self, scope: &str, kind: &str, key: &str) -> String {
+        format!("{}{{{scope}}}:{kind}:{key}", self.0)
     }
 
     /// The HASH of policy rules: selector -> JSON of [`Policy`].
-    fn policies_key(&self) -> String {
-        format!("{}policies", self.prefix)
+    fn policies(&self) -> String {
+        format!("{}policies", self.0)
     }
 
     /// The counter bumped by every rule change, so replicas reload only when it moves.
-    fn version_key(&self) -> String {
-        format!("{}policies:version", self.prefix)
+    fn version(&self) -> String {
+        format!("{}policies:version", self.0)
+    }
+}
+
+/// `acquire.lua` and how to call it.
+#[derive(Clone)]
+struct AcquireScript {
+    script: Script,
+    keys: Keys,
+}
+
+impl AcquireScript {
+    /// Decides `acquires` (all of `scope`) in one script call, in order.
+    async fn run<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        scope: &str,
+        acquires: &[&[Bucket]],
+    ) -> Result<Vec<Decision>, BackendError> {
+        let mut call = self.script.prepare_invoke();
+        call.arg(acquires.len());
+        for buckets in acquires {
+            call.arg(buckets.len());
+        }
+        for bucket in acquires.iter().flat_map(|buckets| buckets.iter()) {
+            match bucket.policy {
+                Policy::TokenBucket {
+                    capacity,
+                    refill_per_second,
+                } => call
+                    .key(self.keys.bucket(scope, TOKENS, &bucket.key))
+                    .arg(TOKENS)
+                    .arg(num(capacity))
+                    .arg(num(refill_per_second))
+                    .arg(num(bucket.cost))
+                    .arg(""),
+                Policy::DistinctWindow { limit, window_ms } => call
+                    .key(self.keys.bucket(scope, MEMBERS, &bucket.key))
+                    .arg(MEMBERS)
+                    .arg(limit)
+                    .arg(window_ms)
+                    .arg(bucket.member.as_str())
+                    .arg(if bucket.check_only { "1" } else { "0" }),
+            };
+        }
+        let reply: Vec<String> = call.invoke_async(con).await?;
+        let buckets = acquires.iter().map(|b| b.len()).sum();
+        check_len(&reply, buckets, 4)?;
+        let mut answers = reply.chunks_exact(4);
+        acquires
+            .iter()
+            .map(|buckets| {
+                let levels = buckets
+                    .iter()
+                    .zip(answers.by_ref())
+                    .map(|(bucket, answer)| {
+                        Ok(Level {
+                            key: bucket.key.clone(),
+                            remaining: parse_number(&answer[0])?,
+                            capacity: bucket.policy.capacity(),
+                            limiting: answer[1] == "1",
+                            retry_after_us: parse_micros(&answer[2])?,
+                            held_until_us: parse_micros(&answer[3])?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, BackendError>>()?;
+                Ok(Decision::from_levels(levels))
+            })
+            .collect()
+    }
+
+    /// A batch of acquires of any scopes: one script call per scope, all in flight at once on
+    /// the shared connection. Answers one result per acquire, in order.
+    async fn run_grouped(
+        &self,
+        con: ConnectionManager,
+        pending: Vec<Pending>,
+    ) -> Vec<Result<Decision, BackendError>> {
+        let mut scopes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (scope, _)) in pending.iter().enumerate() {
+            scopes.entry(scope.as_str()).or_default().push(i);
+        }
+        let calls = scopes.iter().map(|(scope, indexes)| {
+            let acquires: Vec<&[Bucket]> =
+                indexes.iter().map(|&i| pending[i].1.as_slice()).collect();
+            let mut con = con.clone();
+            async move { self.run(&mut con, scope, &acquires).await }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut results: Vec<Option<Result<Decision, BackendError>>> = vec![None; pending.len()];
+        for (indexes, answer) in scopes.values().zip(answers) {
+            match answer {
+                Ok(decisions) => {
+                    for (&i, decision) in indexes.iter().zip(decisions) {
+                        results[i] = Some(Ok(decision));
+                    }
+                }
+                Err(e) => {
+                    for &i in indexes {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(BackendError("redis: no answer for an acquire".into())))
+            })
+            .collect()
     }
 }
 
@@ -153,45 +319,10 @@ impl Backend for RedisBackend {
         if buckets.is_empty() {
             return Ok(Decision::from_levels(Vec::new()));
         }
-        let mut call = self.acquire.prepare_invoke();
-        for bucket in buckets {
-            match bucket.policy {
-                Policy::TokenBucket {
-                    capacity,
-                    refill_per_second,
-                } => call
-                    .key(self.bucket_key(scope, TOKENS, &bucket.key))
-                    .arg(TOKENS)
-                    .arg(num(capacity))
-                    .arg(num(refill_per_second))
-                    .arg(num(bucket.cost))
-                    .arg(""),
-                Policy::DistinctWindow { limit, window_ms } => call
-                    .key(self.bucket_key(scope, MEMBERS, &bucket.key))
-                    .arg(MEMBERS)
-                    .arg(limit)
-                    .arg(window_ms)
-                    .arg(bucket.member.as_str())
-                    .arg(if bucket.check_only { "1" } else { "0" }),
-            };
-        }
-        let reply: Vec<String> = call.invoke_async(&mut self.con.clone()).await?;
-        check_len(&reply, buckets.len(), 4)?;
-        let levels = buckets
-            .iter()
-            .zip(reply.chunks_exact(4))
-            .map(|(bucket, answer)| {
-                Ok(Level {
-                    key: bucket.key.clone(),
-                    remaining: parse_number(&answer[0])?,
-                    capacity: bucket.policy.capacity(),
-                    limiting: answer[1] == "1",
-                    retry_after_us: parse_micros(&answer[2])?,
-                    held_until_us: parse_micros(&answer[3])?,
-                })
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
-        Ok(Decision::from_levels(levels))
+        self.batcher
+            .submit((scope.to_owned(), buckets.to_vec()))
+            .await
+            .map_err(|e| BackendError(format!("redis: {e}")))?
     }
 
     async fn penalize(
@@ -210,7 +341,7 @@ impl Backend for RedisBackend {
         };
         let held_until: String = self
             .penalize
-            .key(self.bucket_key(scope, TOKENS, key))
+            .key(self.keys.bucket(scope, TOKENS, key))
             .arg(num(capacity))
             .arg(num(refill_per_second))
             .arg(hold.as_micros() as Micros)
@@ -234,12 +365,12 @@ impl Backend for RedisBackend {
                     capacity,
                     refill_per_second,
                 } => call
-                    .key(self.bucket_key(scope, TOKENS, key))
+                    .key(self.keys.bucket(scope, TOKENS, key))
                     .arg(TOKENS)
                     .arg(num(capacity))
                     .arg(num(refill_per_second)),
                 Policy::DistinctWindow { window_ms, .. } => call
-                    .key(self.bucket_key(scope, MEMBERS, key))
+                    .key(self.keys.bucket(scope, MEMBERS, key))
                     .arg(MEMBERS)
                     .arg(window_ms)
                     .arg(""),
@@ -267,7 +398,7 @@ impl Backend for RedisBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let pattern = format!("{}{{*}}:*", escape_glob(&self.prefix));
+        let pattern = format!("{}{{*}}:*", escape_glob(&self.keys.0));
         let mut con = self.con.clone();
         // The `limit` smallest ids, as sorting every id would give, in bounded memory.
         let mut ids = BTreeSet::new();
@@ -283,7 +414,7 @@ impl Backend for RedisBackend {
                 .await?;
             for id in keys
                 .iter()
-                .filter_map(|k| parse_bucket_key(&self.prefix, k))
+                .filter_map(|k| parse_bucket_key(&self.keys.0, k))
             {
                 ids.insert(id);
                 if ids.len() > limit {
@@ -302,9 +433,9 @@ impl Backend for RedisBackend {
         // an older version would leave stale rules in place.
         let (version, rules): (Option<u64>, BTreeMap<String, String>) = redis::pipe()
             .cmd("GET")
-            .arg(self.version_key())
+            .arg(self.keys.version())
             .cmd("HGETALL")
-            .arg(self.policies_key())
+            .arg(self.keys.policies())
             .query_async(&mut self.con.clone())
             .await?;
         let rules = rules
@@ -321,7 +452,7 @@ impl Backend for RedisBackend {
 
     async fn policies_version(&self) -> Result<u64, BackendError> {
         let version: Option<u64> = redis::cmd("GET")
-            .arg(self.version_key())
+            .arg(self.keys.version())
             .query_async(&mut self.con.clone())
             .await?;
         Ok(version.unwrap_or(0))
@@ -339,15 +470,15 @@ impl Backend for RedisBackend {
                     BackendError(format!("cannot encode the policy of {selector:?}: {e}"))
                 })?;
                 pipe.cmd("HSET")
-                    .arg(self.policies_key())
+                    .arg(self.keys.policies())
                     .arg(selector)
                     .arg(json)
             }
-            None => pipe.cmd("HDEL").arg(self.policies_key()).arg(selector),
+            None => pipe.cmd("HDEL").arg(self.keys.policies()).arg(selector),
         };
         // The version after the rule, in order on one connection: whoever sees the new version
         // then reads the new rule.
-        pipe.cmd("INCR").arg(self.version_key());
+        pipe.cmd("INCR").arg(self.keys.version());
         pipe.exec_async(&mut self.con.clone()).await?;
         Ok(())
     }

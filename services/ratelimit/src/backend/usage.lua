@@ -2,11 +2,11 @@
 --
 -- KEYS[i]: bucket i. ARGV, 3 per bucket: 'tb', capacity, refill per second
 --                                     or 'dw', window ms, ''
--- Returns 3 strings per bucket: in use, µs until full (token buckets) or empty (windows),
+-- Returns 3 values per bucket (see `out`): in use, µs until full (token buckets) or empty (windows),
 -- held until µs.
 
 local now = now_us()
-local out = {}
+local reply = {}
 
 for i, key in ipairs(KEYS) do
   local a = (i - 1) * 3
@@ -22,7 +22,7 @@ for i, key in ipairs(KEYS) do
     end
   elseif ARGV[a + 1] == 'dw' then
     local window_us = tonumber(ARGV[a + 2]) * 1000
-    used = redis.call('ZCOUNT', key, '(' .. fmt(now - window_us), '+inf')
+    used = redis.call('ZCOUNT', key, '(' .. digits(now - window_us), '+inf')
     if used > 0 then
       -- Empty once the newest member ages out.
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
@@ -33,9 +33,9 @@ for i, key in ipairs(KEYS) do
   else
     error('ratelimit: unknown bucket kind ' .. tostring(ARGV[a + 1]))
   end
-  out[#out + 1] = fmt(used)
-  out[#out + 1] = fmt(until_full)
-  out[#out + 1] = fmt(held_until)
+  reply[#reply + 1] = out(used)
+  reply[#reply + 1] = out(until_full)
+  reply[#reply + 1] = out(held_until)
 end
 
-return out
+return reply

@@ -529,6 +529,72 @@ async fn policy_rules_are_stored_and_versioned(f: Fixture) {
     assert!(v2 > v1 && rules.is_empty());
 }
 
+/// Concurrent acquires (on Redis they share script calls) are each decided on their own, in
+/// some order, all or nothing: a bucket of 10 admits exactly 10 of 30, and a two-bucket
+/// acquire denied for one bucket takes nothing from the other.
+async fn concurrent_acquires_are_each_all_or_nothing(f: Fixture) {
+    let acquires = (0..30).map(|n| {
+        let backend = f.backend.clone();
+        async move {
+            let scope = format!("s{}", n % 3);
+            let mut buckets = vec![tokens("shared", 10.0, SLOW, 1.0)];
+            if n % 2 == 1 {
+                // "tiny" is empty once any acquire took it (this one's first step does, or
+                // finds it done): the two-bucket acquire is denied and "shared" keeps its token.
+                let tiny = tokens("tiny", 1.0, SLOW, 1.0);
+                backend
+                    .acquire(&scope, std::slice::from_ref(&tiny))
+                    .await
+                    .unwrap();
+                buckets.push(tiny);
+            }
+            let decision = backend.acquire(&scope, &buckets).await.unwrap();
+            (scope, decision)
+        }
+    });
+    let decisions = futures::future::join_all(acquires).await;
+    for scope in ["s0", "s1", "s2"] {
+        let of_scope: Vec<_> = decisions.iter().filter(|(s, _)| s == scope).collect();
+        let allowed = of_scope.iter().filter(|(_, d)| d.allowed).count();
+        let denied_by_tiny = of_scope
+            .iter()
+            .filter(|(_, d)| d.levels.len() == 2 && d.levels[1].limiting)
+            .count();
+        assert_eq!(
+            denied_by_tiny, 5,
+            "{scope}: every two-bucket acquire was short"
+        );
+        assert_eq!(allowed, 5, "{scope}: the one-bucket acquires all fit");
+        let d = f
+            .backend
+            .acquire(scope, &[tokens("shared", 10.0, SLOW, 5.0)])
+            .await
+            .unwrap();
+        assert!(
+            d.allowed,
+            "{scope}: the denied acquires took nothing: {:?}",
+            d.levels
+        );
+        let d = f
+            .backend
+            .acquire(scope, &[tokens("shared", 10.0, SLOW, 1.0)])
+            .await
+            .unwrap();
+        assert!(!d.allowed, "{scope}: exactly 10 were taken");
+    }
+}
+
+async fn many_acquires_of_one_bucket_admit_exactly_its_tokens(f: Fixture) {
+    let bucket = [tokens("k", 10.0, SLOW, 1.0)];
+    let acquires = (0..40).map(|_| f.backend.acquire("s", &bucket));
+    let decisions = futures::future::join_all(acquires).await;
+    let allowed = decisions
+        .iter()
+        .filter(|d| d.as_ref().unwrap().allowed)
+        .count();
+    assert_eq!(allowed, 10);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -562,4 +628,6 @@ conformance!(
     idle_buckets_expire_once_full,
     usage_reports_level_and_time_to_full,
     policy_rules_are_stored_and_versioned,
+    concurrent_acquires_are_each_all_or_nothing,
+    many_acquires_of_one_bucket_admit_exactly_its_tokens,
 );

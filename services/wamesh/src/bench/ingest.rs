@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
 
-use super::{Measured, drive};
+use super::{Measured, drive, round};
 use crate::cli::{IngestArgs, parse_duration};
 use crate::mesh::{Mesh, MeshConfig};
 use crate::run::DevSecrets;
@@ -174,10 +174,6 @@ fn batch_summary() -> String {
         webhooks / commits.max(1.0),
         seconds * 1000.0 / commits.max(1.0)
     )
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 fn signing_secret(args: &IngestBench) -> anyhow::Result<String> {
