@@ -65,6 +65,21 @@ impl RateLimit {
         self.limiter.backend_name()
     }
 
+    /// What readiness reports: whether decisions go to the backend now, or follow the
+    /// degraded mode. Either way the service answers, so it stays ready.
+    pub fn readiness(&self) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+        let limiter = Arc::downgrade(&self.limiter);
+        move || match limiter.upgrade() {
+            Some(l) if l.backend_up() => format!("ready: buckets in {}", l.backend_name()),
+            Some(l) => format!(
+                "ready, degraded: {} unreachable, deciding {}",
+                l.backend_name(),
+                l.config().degraded.as_str()
+            ),
+            None => "stopped".to_owned(),
+        }
+    }
+
     /// Serves gRPC on `listener` until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let server = RateLimiterServer::new(grpc::RateLimitService::new(self.limiter));

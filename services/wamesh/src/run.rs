@@ -153,8 +153,10 @@ async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
         );
     }
     let service = RateLimit::build(&config).await?;
+    let readiness = service.readiness();
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(move || std::future::ready(readiness())))
         .merge(wamesh_runtime::metrics::router(
             wamesh_runtime::metrics::install(),
         ));

@@ -1,6 +1,7 @@
-//! The `wamesh` binary itself, as an operator runs it: `wamesh dev` serves webhooks, answers
-//! gRPC health and reflection, stops cleanly on SIGTERM and SIGINT, and keeps what it stored
-//! across a restart; `wamesh bench ingest` ends with its JSON summary.
+//! The `wamesh` binary itself, as an operator runs it: `wamesh dev` serves webhooks and
+//! rate-limit decisions, answers gRPC health and reflection, stops cleanly on SIGTERM and
+//! SIGINT, and keeps what it stored across a restart; `wamesh ratelimit` serves Redis buckets
+//! with metrics and readiness; the benchmarks end with their JSON summary.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
 use wamesh_proto::messaging::v1::{GetMessageRequest, get_message_request};
+use wamesh_proto::ratelimit::v1 as rl;
+use wamesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wamesh");
 
@@ -17,6 +20,7 @@ struct Dev {
     child: Child,
     gateway: String,
     messaging: String,
+    ratelimit: String,
 }
 
 impl Dev {
@@ -34,11 +38,14 @@ impl Dev {
                 "127.0.0.1:0",
                 "--messaging-addr",
                 "127.0.0.1:0",
+                "--ratelimit-addr",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
             .env_remove("WAMESH_APP_SECRET")
             .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped());
         if let Some(url) = database_url {
@@ -52,8 +59,8 @@ impl Dev {
                 let _ = lines.send(line);
             }
         });
-        let (mut gateway, mut messaging) = (None, None);
-        while gateway.is_none() || messaging.is_none() {
+        let (mut gateway, mut messaging, mut ratelimit) = (None, None, None);
+        while gateway.is_none() || messaging.is_none() || ratelimit.is_none() {
             let line = received
                 .recv_timeout(Duration::from_secs(60))
                 .expect("wamesh dev prints its addresses");
@@ -65,11 +72,14 @@ impl Dev {
             gateway = gateway.or_else(|| word("gateway"));
             messaging =
                 messaging.or_else(|| word("messaging").map(|m| m.replace("grpc://", "http://")));
+            ratelimit =
+                ratelimit.or_else(|| word("ratelimit").map(|m| m.replace("grpc://", "http://")));
         }
         Self {
             child,
             gateway: gateway.unwrap(),
             messaging: messaging.unwrap(),
+            ratelimit: ratelimit.unwrap(),
         }
     }
 
@@ -172,6 +182,27 @@ async fn dev_serves_webhooks_stops_on_sigterm_and_keeps_them_across_a_restart() 
             .contains(&"wamesh.messaging.v1.Messaging".to_owned())
     );
 
+    // The rate limiter of the mesh answers with WhatsApp's policies, in memory.
+    let channel = tonic::transport::Channel::from_shared(dev.ratelimit.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answer = RateLimiterClient::new(channel)
+        .acquire(rl::AcquireRequest {
+            scope: "waba-1".into(),
+            buckets: vec![rl::BucketRequest {
+                key: "throughput:1122334455".into(),
+                cost: 1.0,
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.allowed && !answer.degraded, "{answer:?}");
+    assert_eq!(answer.buckets[0].capacity, 80.0);
+
     dev.stop_with("-TERM");
 
     // Restarted on the same data directory: same secrets, and the webhook is still there.
@@ -223,6 +254,150 @@ async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
         }
         other => panic!("unexpected reflection answer: {other:?}"),
     }
+}
+
+/// A free port on loopback (for commands whose admin listener must be found by the test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratelimit_serves_redis_buckets_with_metrics_and_readiness_and_stops_on_sigterm() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (grpc, admin) = (free_port(), free_port());
+    let prefix = wamesh_testkit::fresh_redis_prefix();
+    let mut child = Command::new(BIN)
+        .args(["ratelimit", "--addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{admin}")])
+        .env("REDIS_URL", wamesh_testkit::redis_url())
+        .env("WAMESH_RATELIMIT_PREFIX", &prefix)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map(KillOnDrop)
+        .expect("wamesh ratelimit starts");
+    let mut client = None;
+    for _ in 0..300 {
+        if let Ok(channel) =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+        {
+            client = Some(RateLimiterClient::new(channel));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = client.expect("wamesh ratelimit listens");
+    // The pair policy holds 45: 30 fit, 30 more do not.
+    for allowed in [true, false] {
+        let answer = client
+            .acquire(rl::AcquireRequest {
+                scope: "waba-1".into(),
+                buckets: vec![rl::BucketRequest {
+                    key: "pair:1:15550001".into(),
+                    cost: 30.0,
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!answer.degraded, "{answer:?}");
+        assert_eq!(answer.allowed, allowed, "{answer:?}");
+    }
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready: buckets in redis");
+    let metrics = http
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "wamesh_ratelimit_decisions_total{result=\"allowed\",policy=\"pair\",degraded=\"no\"} 1"
+        ) && metrics.contains(
+            "wamesh_ratelimit_decisions_total{result=\"denied\",policy=\"pair\",degraded=\"no\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("15550001"),
+        "no key (phone number) in metrics"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..300 {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            assert!(exit.success(), "wamesh ratelimit exited with {exit}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("wamesh ratelimit did not stop within 30 s of SIGTERM");
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bench_ratelimit_ends_with_its_json_summary() {
+    let output = Command::new(BIN)
+        .args(["bench", "ratelimit", "--duration", "1s", "--warmup", "0s"])
+        .args(["--concurrency", "4", "--rounds", "1"])
+        .env("REDIS_URL", wamesh_testkit::redis_url())
+        .env(
+            "WAMESH_RATELIMIT_PREFIX",
+            wamesh_testkit::fresh_redis_prefix(),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("wamesh bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(summary["name"], "ratelimit");
+    for key in [
+        "throughput_per_s",
+        "baseline_per_s",
+        "ratio",
+        "p50_ms",
+        "p99_ms",
+    ] {
+        assert!(
+            summary[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} missing in {last}"
+        );
+    }
+    assert_eq!(summary["errors"], 0);
 }
 
 #[test]

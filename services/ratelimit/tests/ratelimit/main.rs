@@ -22,12 +22,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// Over the shared test Redis, under `prefix`.
+    /// Over the shared test Redis, under `prefix`. Redis may take its time (a debug build on a
+    /// machine busy with every other test): only the failure tests exercise the timeout.
     pub async fn on_shared_redis(prefix: &str) -> Self {
         Self::start(
             Some(wamesh_testkit::redis_url()),
             prefix,
-            LimiterConfig::default(),
+            LimiterConfig {
+                timeout: std::time::Duration::from_secs(5),
+                ..LimiterConfig::default()
+            },
         )
         .await
     }
