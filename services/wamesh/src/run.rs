@@ -134,13 +134,13 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "messaging listening");
-    serve_until_signal(|stop| async move {
-        let admin_stop = stop.clone();
-        let admin =
-            axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
-        let (grpc, admin) = tokio::join!(messaging.serve(listener, stop), admin);
-        admin?;
-        grpc
+    serve_until_signal(|stop| {
+        with_admin(
+            admin_listener,
+            admin,
+            stop.clone(),
+            messaging.serve(listener, stop),
+        )
     })
     .await
 }
@@ -163,15 +163,29 @@ async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, backend = service.backend(), "rate-limit listening");
-    serve_until_signal(|stop| async move {
-        let admin_stop = stop.clone();
-        let admin =
-            axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.cancelled_owned());
-        let (grpc, admin) = tokio::join!(service.serve(listener, stop), admin);
-        admin?;
-        grpc
+    serve_until_signal(|stop| {
+        with_admin(
+            admin_listener,
+            admin,
+            stop.clone(),
+            service.serve(listener, stop),
+        )
     })
     .await
+}
+
+/// Runs a service's gRPC server beside its admin HTTP server (`/metrics`, `/healthz`,
+/// `/readyz`), both stopping on `stop`.
+async fn with_admin(
+    admin_listener: TcpListener,
+    admin: Router,
+    stop: Shutdown,
+    grpc: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(stop.cancelled_owned());
+    let (grpc, admin) = tokio::join!(grpc, admin);
+    admin?;
+    grpc
 }
 
 pub fn ratelimit_config(args: &LimiterArgs) -> RateLimitConfig {

@@ -363,16 +363,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn bench_ratelimit_ends_with_its_json_summary() {
-    let output = Command::new(BIN)
-        .args(["bench", "ratelimit", "--duration", "1s", "--warmup", "0s"])
-        .args(["--concurrency", "4", "--rounds", "1"])
-        .env("REDIS_URL", wamesh_testkit::redis_url())
-        .env(
-            "WAMESH_RATELIMIT_PREFIX",
-            wamesh_testkit::fresh_redis_prefix(),
-        )
+/// Runs `wamesh bench <args>` briefly and answers its last line, the JSON summary, checked for
+/// the fields every bench must give.
+fn bench_summary(command: &mut Command, name: &str) -> serde_json::Value {
+    let output = command
         .env("RUST_LOG", "warn")
         .output()
         .expect("wamesh bench runs");
@@ -384,53 +378,7 @@ fn bench_ratelimit_ends_with_its_json_summary() {
     );
     let last = stdout.lines().last().expect("output");
     let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
-    assert_eq!(summary["name"], "ratelimit");
-    for key in [
-        "throughput_per_s",
-        "baseline_per_s",
-        "ratio",
-        "p50_ms",
-        "p99_ms",
-    ] {
-        assert!(
-            summary[key].as_f64().is_some_and(|v| v > 0.0),
-            "{key} missing in {last}"
-        );
-    }
-    assert_eq!(summary["errors"], 0);
-}
-
-#[test]
-fn bench_ingest_ends_with_its_json_summary() {
-    let output = Command::new(BIN)
-        .args([
-            "bench",
-            "ingest",
-            "--in-process",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--concurrency",
-            "4",
-            "--database-url",
-        ])
-        .arg(format!(
-            "{}?sslmode=disable",
-            wamesh_testkit::postgres_admin_url()
-        ))
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("wamesh bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let last = stdout.lines().last().expect("output");
-    let summary: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
-    assert_eq!(summary["name"], "ingest");
+    assert_eq!(summary["name"], name);
     for key in [
         "throughput_per_s",
         "baseline_per_s",
@@ -443,6 +391,34 @@ fn bench_ingest_ends_with_its_json_summary() {
     assert!(summary["throughput_per_s"].as_f64().unwrap() > 0.0);
     assert!(summary["baseline_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(summary["errors"], 0);
+    summary
+}
+
+#[test]
+fn bench_ratelimit_ends_with_its_json_summary() {
+    let mut command = Command::new(BIN);
+    command
+        .args(["bench", "ratelimit", "--duration", "1s", "--warmup", "0s"])
+        .args(["--concurrency", "4", "--rounds", "1"])
+        .env("REDIS_URL", wamesh_testkit::redis_url())
+        .env(
+            "WAMESH_RATELIMIT_PREFIX",
+            wamesh_testkit::fresh_redis_prefix(),
+        );
+    bench_summary(&mut command, "ratelimit");
+}
+
+#[test]
+fn bench_ingest_ends_with_its_json_summary() {
+    let mut command = Command::new(BIN);
+    command
+        .args(["bench", "ingest", "--in-process", "--duration", "1s"])
+        .args(["--warmup", "0s", "--concurrency", "4", "--database-url"])
+        .arg(format!(
+            "{}?sslmode=disable",
+            wamesh_testkit::postgres_admin_url()
+        ));
+    bench_summary(&mut command, "ingest");
 }
 
 /// A webhook of its own: one inbound text message with a unique wamid.
