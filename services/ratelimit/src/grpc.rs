@@ -29,6 +29,10 @@ impl From<LimitError> for Status {
                 tracing::warn!(error = %m, "rate-limit store unavailable");
                 Status::unavailable("the rate-limit store is unavailable; retry later")
             }
+            LimitError::Store(m) => {
+                tracing::error!(error = %m, "rate-limit store failed");
+                Status::internal("the rate-limit store failed this request; see the rate-limit log")
+            }
         }
     }
 }

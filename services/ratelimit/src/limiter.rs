@@ -87,6 +87,9 @@ pub enum LimitError {
     NotFound(String),
     #[error("the rate-limit store is unavailable: {0}")]
     Unavailable(String),
+    /// The store answered with an error about what it holds (a malformed bucket).
+    #[error("the rate-limit store failed: {0}")]
+    Store(String),
 }
 
 /// One bucket of a request as the caller gave it.
@@ -157,10 +160,11 @@ impl Limiter {
                     decision,
                     degraded: None,
                 }),
-                Err(e) => {
+                Err(e) if e.unreachable => {
                     self.mark_down(&e);
                     self.degraded(scope, &buckets).await
                 }
+                Err(e) => Err(unavailable(e)),
             }
         } else {
             self.degraded(scope, &buckets).await
@@ -381,7 +385,7 @@ impl Limiter {
                 self.local
                     .acquire(scope, &shared)
                     .await
-                    .map_err(|e| LimitError::Unavailable(e.0))?
+                    .map_err(unavailable)?
             }
             DegradedMode::Open | DegradedMode::Closed => {
                 let allowed = mode == DegradedMode::Open;
@@ -417,7 +421,7 @@ impl Limiter {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.config.timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(BackendError(format!(
+            Err(_) => Err(BackendError::unreachable(format!(
                 "no answer within {:?}",
                 self.config.timeout
             ))),
@@ -553,6 +557,12 @@ fn no_policy(key: &str) -> LimitError {
     ))
 }
 
+/// The error for a failed backend call: unavailable when it could not be reached, a store
+/// failure when it answered with an error.
 fn unavailable(e: BackendError) -> LimitError {
-    LimitError::Unavailable(e.0)
+    if e.unreachable {
+        LimitError::Unavailable(e.message)
+    } else {
+        LimitError::Store(e.message)
+    }
 }

@@ -274,7 +274,9 @@ impl Backend for MemoryBackend {
             refill_per_second,
         } = *policy
         else {
-            return Err(BackendError("penalize applies to token buckets".into()));
+            return Err(BackendError::bad_answer(
+                "penalize applies to token buckets",
+            ));
         };
         let mut map = self.buckets();
         let now = self.clock.now_us();

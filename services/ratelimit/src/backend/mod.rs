@@ -11,14 +11,50 @@ use async_trait::async_trait;
 
 use crate::model::{Bucket, BucketId, Decision, Micros, Policy, Usage};
 
-/// The backend could not answer (Redis down or slow): the limiter's degraded mode decides.
+/// The backend failed a call: it could not be reached or answer in time (`unreachable`: the
+/// limiter's degraded mode decides), or it answered with an error about what it holds (a
+/// malformed bucket: that call alone fails).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
+#[error("{message}")]
+pub struct BackendError {
+    pub message: String,
+    pub unreachable: bool,
+}
+
+impl BackendError {
+    /// The backend could not be reached or did not answer.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unreachable: true,
+        }
+    }
+
+    /// The backend answered, with an error or an answer that makes no sense.
+    pub fn bad_answer(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unreachable: false,
+        }
+    }
+}
 
 impl From<::redis::RedisError> for BackendError {
     fn from(e: ::redis::RedisError) -> Self {
-        Self(format!("redis: {e}"))
+        use ::redis::{ErrorKind, ServerErrorKind};
+        // Redis ran the command and refused it (a Lua error, WRONGTYPE...), or answered
+        // something that does not parse: Redis is up, what it holds is wrong.
+        let answered = matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ResponseError)
+                | ErrorKind::Extension
+                | ErrorKind::Parse
+                | ErrorKind::UnexpectedReturnType
+        );
+        Self {
+            message: format!("redis: {e}"),
+            unreachable: !answered,
+        }
     }
 }
 

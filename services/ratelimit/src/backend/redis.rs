@@ -102,7 +102,7 @@ impl RedisBackend {
         let mut decisions = self.acquire.run(con, scope, &[buckets]).await?;
         decisions
             .pop()
-            .ok_or_else(|| BackendError("redis: the acquire script answered nothing".into()))
+            .ok_or_else(|| BackendError::bad_answer("redis: the acquire script answered nothing"))
     }
 
     /// A new connection of its own (not the shared one), for callers that want one.
@@ -218,11 +218,26 @@ impl AcquireScript {
         });
         let answers = futures::future::join_all(calls).await;
         let mut results: Vec<Option<Result<Decision, BackendError>>> = vec![None; pending.len()];
-        for (indexes, answer) in scopes.values().zip(answers) {
+        for ((scope, indexes), answer) in scopes.iter().zip(answers) {
             match answer {
                 Ok(decisions) => {
                     for (&i, decision) in indexes.iter().zip(decisions) {
                         results[i] = Some(Ok(decision));
+                    }
+                }
+                // Redis refused the call for what one bucket holds: each acquire again on its
+                // own, so only the one that names it fails.
+                Err(e) if !e.unreachable && indexes.len() > 1 => {
+                    for &i in indexes {
+                        let alone = [pending[i].1.as_slice()];
+                        let answer = self.run(&mut con.clone(), scope, &alone).await;
+                        results[i] = Some(answer.and_then(|mut d| {
+                            d.pop().ok_or_else(|| {
+                                BackendError::bad_answer(
+                                    "redis: the acquire script answered nothing",
+                                )
+                            })
+                        }));
                     }
                 }
                 Err(e) => {
@@ -235,7 +250,9 @@ impl AcquireScript {
         results
             .into_iter()
             .map(|r| {
-                r.unwrap_or_else(|| Err(BackendError("redis: no answer for an acquire".into())))
+                r.unwrap_or_else(|| {
+                    Err(BackendError::bad_answer("redis: no answer for an acquire"))
+                })
             })
             .collect()
     }
@@ -267,7 +284,7 @@ fn num(x: f64) -> String {
 /// A number from a script reply (`inf` included).
 fn parse_number(s: &str) -> Result<f64, BackendError> {
     s.parse().map_err(|_| {
-        BackendError(format!(
+        BackendError::bad_answer(format!(
             "redis: the rate-limit script answered {s:?}, not a number"
         ))
     })
@@ -277,7 +294,7 @@ fn parse_number(s: &str) -> Result<f64, BackendError> {
 fn parse_micros(s: &str) -> Result<Micros, BackendError> {
     let x = parse_number(s)?;
     if x.is_nan() || x < 0.0 {
-        return Err(BackendError(format!(
+        return Err(BackendError::bad_answer(format!(
             "redis: the rate-limit script answered {s:?}, not a time"
         )));
     }
@@ -289,7 +306,7 @@ fn check_len(reply: &[String], n: usize, per: usize) -> Result<(), BackendError>
     if reply.len() == n * per {
         Ok(())
     } else {
-        Err(BackendError(format!(
+        Err(BackendError::bad_answer(format!(
             "redis: the rate-limit script answered {} values for {n} buckets, not {}",
             reply.len(),
             n * per
@@ -322,7 +339,7 @@ impl Backend for RedisBackend {
         self.batcher
             .submit((scope.to_owned(), buckets.to_vec()))
             .await
-            .map_err(|e| BackendError(format!("redis: {e}")))?
+            .map_err(|e| BackendError::unreachable(format!("redis: {e}")))?
     }
 
     async fn penalize(
@@ -337,7 +354,9 @@ impl Backend for RedisBackend {
             refill_per_second,
         } = *policy
         else {
-            return Err(BackendError("penalize applies to token buckets".into()));
+            return Err(BackendError::bad_answer(
+                "penalize applies to token buckets",
+            ));
         };
         let held_until: String = self
             .penalize
@@ -442,7 +461,7 @@ impl Backend for RedisBackend {
             .into_iter()
             .map(|(selector, json)| match serde_json::from_str(&json) {
                 Ok(policy) => Ok((selector, policy)),
-                Err(e) => Err(BackendError(format!(
+                Err(e) => Err(BackendError::bad_answer(format!(
                     "redis: the stored policy of {selector:?} is not valid: {e}"
                 ))),
             })
@@ -467,7 +486,9 @@ impl Backend for RedisBackend {
         match policy {
             Some(policy) => {
                 let json = serde_json::to_string(policy).map_err(|e| {
-                    BackendError(format!("cannot encode the policy of {selector:?}: {e}"))
+                    BackendError::bad_answer(format!(
+                        "cannot encode the policy of {selector:?}: {e}"
+                    ))
                 })?;
                 pipe.cmd("HSET")
                     .arg(self.keys.policies())

@@ -257,3 +257,69 @@ async fn flushed_scripts_are_loaded_again() {
         "the same bucket, taken twice: {remaining}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_bucket_fails_its_own_acquire_and_does_not_degrade_the_rest() {
+    let redis = RedisServer::start();
+    let prefix = wamesh_testkit::fresh_redis_prefix();
+    let service = Service::start(
+        Some(redis.url()),
+        &prefix,
+        LimiterConfig {
+            timeout: TIMEOUT,
+            ..LimiterConfig::default()
+        },
+    )
+    .await;
+    let mut client = service.client();
+    // Something else wrote a plain string where a bucket lives.
+    let key = format!("{prefix}{{waba-1}}:tb:throughput:broken");
+    assert_eq!(redis.command(&format!("SET {key} oops")).unwrap(), "+OK");
+    let status = client
+        .acquire(pb::AcquireRequest {
+            scope: "waba-1".into(),
+            buckets: vec![probe("throughput:broken")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(
+        !status.message().contains("oops"),
+        "the cause is logged, not sent"
+    );
+    let fine = acquire(&mut client, vec![probe("throughput:fine")]).await;
+    assert!(fine.allowed && !fine.degraded, "Redis is up: {fine:?}");
+    // Acquires that share a script call with the broken one are decided all the same: on
+    // one thread, all 20 are queued before the batcher runs, so they go as one batch.
+    let backend = wamesh_ratelimit::backend::redis::RedisBackend::connect(&redis.url(), &prefix)
+        .await
+        .unwrap();
+    let buckets: Vec<_> = (0..20)
+        .map(|n| {
+            let key = if n == 10 {
+                "throughput:broken".to_owned()
+            } else {
+                format!("throughput:ok{n}")
+            };
+            vec![wamesh_ratelimit::model::Bucket {
+                key,
+                policy: wamesh_ratelimit::model::Policy::TokenBucket {
+                    capacity: 10.0,
+                    refill_per_second: SLOW,
+                },
+                cost: 1.0,
+                member: String::new(),
+                check_only: false,
+            }]
+        })
+        .collect();
+    use wamesh_ratelimit::backend::Backend as _;
+    let answers =
+        futures::future::join_all(buckets.iter().map(|b| backend.acquire("waba-1", b))).await;
+    for (n, answer) in answers.iter().enumerate() {
+        match answer {
+            Err(e) => assert!(n == 10 && !e.unreachable, "{n}: {e}"),
+            Ok(d) => assert!(n != 10 && d.allowed, "{n}: {d:?}"),
+        }
+    }
+}
