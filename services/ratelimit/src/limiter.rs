@@ -20,7 +20,7 @@ use tokio::sync::RwLock;
 use crate::backend::memory::{MemoryBackend, SystemClock};
 use crate::backend::{Backend, BackendError};
 use crate::model::{Bucket, Decision, Level, Policy, Usage};
-use crate::policy::{PolicyTable, Resolved};
+use crate::policy::{KINDS, PolicyTable, Resolved, kind_of};
 
 /// How often a down backend is probed, and how often other replicas' policy changes are read.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -198,7 +198,10 @@ impl Limiter {
             .map_err(unavailable)?;
         let mut policies = self.policies.write().await;
         policies.1.set(selector, policy);
-        tracing::info!(selector = %PolicyTable::metric_label(selector), "rate-limit policy changed");
+        tracing::info!(
+            selector = PolicyTable::metric_label(selector),
+            "rate-limit policy changed"
+        );
         Ok(())
     }
 
@@ -282,17 +285,27 @@ impl Limiter {
         code: i64,
     ) -> Result<u64, LimitError> {
         let scope = checked_scope(scope)?;
-        let resolved = self.get_policy(key).await?;
-        if !matches!(resolved.policy, Policy::TokenBucket { .. }) {
+        let (policy, label) = self
+            .policies
+            .read()
+            .await
+            .1
+            .lookup(key)
+            .ok_or_else(|| no_policy(key))?;
+        let Policy::TokenBucket {
+            capacity,
+            refill_per_second,
+        } = policy
+        else {
             return Err(LimitError::InvalidArgument(format!(
                 "`{key}` is a distinct window; penalties apply to token buckets"
             )));
-        }
-        let until = self
-            .call(self.backend.penalize(scope, key, &resolved.policy, hold))
-            .await
-            .map_err(unavailable)?;
-        metrics::counter!("wamesh_ratelimit_penalties_total", "policy" => PolicyTable::metric_label(&resolved.source), "meta_code" => code.to_string()).increment(1);
+        };
+        let penalize = self
+            .backend
+            .penalize(scope, key, capacity, refill_per_second, hold);
+        let until = self.call(penalize).await.map_err(unavailable)?;
+        metrics::counter!("wamesh_ratelimit_penalties_total", "policy" => label, "meta_code" => code.to_string()).increment(1);
         Ok(until)
     }
 
@@ -300,7 +313,7 @@ impl Limiter {
     async fn buckets(
         &self,
         requests: Vec<BucketRequest>,
-    ) -> Result<(Vec<Bucket>, Vec<String>), LimitError> {
+    ) -> Result<(Vec<Bucket>, Vec<&'static str>), LimitError> {
         if requests.is_empty() || requests.len() > MAX_BUCKETS {
             return Err(LimitError::InvalidArgument(format!(
                 "an acquire names 1 to {MAX_BUCKETS} buckets, not {}",
@@ -324,13 +337,14 @@ impl Limiter {
             }
             let policy = match r.policy {
                 Some(policy) => {
-                    labels.push("inline".to_owned());
+                    labels.push("inline");
                     policy
                 }
                 None => {
-                    let resolved = table.1.resolve(&r.key).ok_or_else(|| no_policy(&r.key))?;
-                    labels.push(PolicyTable::metric_label(&resolved.source));
-                    resolved.policy
+                    let (policy, label) =
+                        table.1.lookup(&r.key).ok_or_else(|| no_policy(&r.key))?;
+                    labels.push(label);
+                    policy
                 }
             };
             policy
@@ -497,19 +511,6 @@ async fn report_usage(limiter: std::sync::Weak<Limiter>) {
     }
 }
 
-/// The kinds of bucket the usage gauges are labelled with.
-const KINDS: [&str; 5] = ["throughput", "pair", "tier", "graph", "other"];
-
-/// A bucket's kind: its key's known prefix, else `other`.
-pub fn kind_of(key: &str) -> &'static str {
-    let prefix = key.split(':').next().unwrap_or_default();
-    KINDS[..4]
-        .iter()
-        .find(|kind| **kind == prefix)
-        .copied()
-        .unwrap_or("other")
-}
-
 async fn refresh_policies(limiter: &Limiter) {
     let Ok(version) = limiter.call(limiter.backend.policies_version()).await else {
         return;
@@ -523,14 +524,14 @@ async fn refresh_policies(limiter: &Limiter) {
 }
 
 /// Counts a decision under the policy of the bucket that decided it (the first limiting one).
-fn record(outcome: &Outcome, labels: &[String]) {
+fn record(outcome: &Outcome, labels: &[&'static str]) {
     let deciding = outcome
         .decision
         .levels
         .iter()
         .position(|l| l.limiting)
         .unwrap_or(0);
-    let policy = labels.get(deciding).cloned().unwrap_or_default();
+    let policy = labels.get(deciding).copied().unwrap_or_default();
     let result = if outcome.decision.allowed {
         "allowed"
     } else {

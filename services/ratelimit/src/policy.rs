@@ -111,47 +111,79 @@ impl PolicyTable {
         };
     }
 
+    /// The policy of `key` and the rule it came from (for `GetPolicy`).
     pub fn resolve(&self, key: &str) -> Option<Resolved> {
+        self.find(key).map(|(policy, rule)| Resolved {
+            policy,
+            source: match rule {
+                Rule::Key => key.to_owned(),
+                Rule::Prefix(prefix) => format!("{prefix}*"),
+                Rule::Builtin(prefix) => format!("builtin:{prefix}"),
+            },
+        })
+    }
+
+    /// The policy of `key` and its metric label, allocating nothing (every decision asks).
+    pub fn lookup(&self, key: &str) -> Option<(Policy, &'static str)> {
+        self.find(key).map(|(policy, rule)| {
+            let label = match rule {
+                Rule::Key => "key",
+                Rule::Prefix(prefix) | Rule::Builtin(prefix) => kind_of(prefix),
+            };
+            (policy, label)
+        })
+    }
+
+    /// A key's own rule, else the longest matching stored prefix, else the built-in one.
+    fn find(&self, key: &str) -> Option<(Policy, Rule<'_>)> {
         if let Some(policy) = self.keys.get(key) {
-            return Some(Resolved {
-                policy: *policy,
-                source: key.to_owned(),
-            });
+            return Some((*policy, Rule::Key));
         }
         let stored = self
             .prefixes
             .iter()
             .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
             .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(prefix, policy)| Resolved {
-                policy: *policy,
-                source: format!("{prefix}*"),
-            });
+            .map(|(prefix, policy)| (*policy, Rule::Prefix(prefix)));
         stored.or_else(|| {
             BUILTIN
                 .iter()
                 .find(|(prefix, _)| key.starts_with(prefix))
-                .map(|(prefix, policy)| Resolved {
-                    policy: *policy,
-                    source: format!("builtin:{prefix}"),
-                })
+                .map(|(prefix, policy)| (*policy, Rule::Builtin(prefix)))
         })
     }
 
-    /// A short, bounded name for metrics: the rule's prefix or `key` (never the key itself,
-    /// which may hold a user's phone number).
-    pub fn metric_label(source: &str) -> String {
-        if let Some(prefix) = source.strip_prefix("builtin:") {
-            return prefix.trim_end_matches(':').to_owned();
-        }
-        match source.strip_suffix('*') {
-            Some(prefix) => match prefix.split_once(':') {
-                Some((kind, _)) => kind.to_owned(),
-                None => prefix.trim_end_matches(':').to_owned(),
-            },
-            None => "key".to_owned(),
+    /// A short, bounded name for metrics and logs of a rule's selector or source: the kind of
+    /// its prefix, or `key` (never the key itself, which may hold a user's phone number).
+    pub fn metric_label(source: &str) -> &'static str {
+        match source
+            .strip_prefix("builtin:")
+            .or_else(|| source.strip_suffix('*'))
+        {
+            Some(prefix) => kind_of(prefix),
+            None => "key",
         }
     }
+}
+
+/// Where a key's policy comes from.
+enum Rule<'a> {
+    Key,
+    Prefix(&'a str),
+    Builtin(&'static str),
+}
+
+/// The kinds of bucket metrics are labelled with: the built-in prefixes, and `other`.
+pub const KINDS: [&str; 5] = ["throughput", "pair", "tier", "graph", "other"];
+
+/// The kind of a key or prefix: its known first part (`pair` for `pair:1:…`), else `other`.
+pub fn kind_of(key: &str) -> &'static str {
+    let first = key.split(':').next().unwrap_or_default();
+    KINDS[..4]
+        .iter()
+        .find(|kind| **kind == first)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

@@ -141,8 +141,17 @@ fn live<'a>(map: &'a HashMap<BucketId, Entry>, id: &BucketId, now: Micros) -> Op
     map.get(id).filter(|e| e.expires_at > now).map(|e| &e.state)
 }
 
-/// The decision for one bucket, and the state to keep if the whole request is allowed.
-fn decide(bucket: &Bucket, state: Option<&State>, now: Micros) -> (Level, Option<Entry>) {
+/// What an allowed request changes in one bucket.
+enum Write {
+    /// A token bucket's new level.
+    Replace(Entry),
+    /// A distinct window counts `member` from now on.
+    Admit { member: String, expires_at: Micros },
+}
+
+/// The decision for one bucket (a distinct window already purged of aged-out members), and
+/// what to write if the whole request is allowed.
+fn decide(bucket: &Bucket, state: Option<&State>, now: Micros) -> (Level, Option<Write>) {
     match bucket.policy {
         Policy::TokenBucket {
             capacity,
@@ -158,12 +167,14 @@ fn decide(bucket: &Bucket, state: Option<&State>, now: Micros) -> (Level, Option
             // Held buckets deny even a check (cost 0): the wait is the rest of the hold.
             let limiting = wait > 0;
             let remaining = if limiting { level } else { level - bucket.cost };
-            let keep = (!limiting && bucket.cost > 0.0).then(|| Entry {
-                state: State::Tokens {
-                    tokens: remaining,
-                    at: now,
-                },
-                expires_at: now + token_bucket::time_to_full(remaining, capacity, rate) + 1,
+            let keep = (!limiting && bucket.cost > 0.0).then(|| {
+                Write::Replace(Entry {
+                    state: State::Tokens {
+                        tokens: remaining,
+                        at: now,
+                    },
+                    expires_at: now + token_bucket::time_to_full(remaining, capacity, rate) + 1,
+                })
             });
             (
                 Level {
@@ -179,11 +190,11 @@ fn decide(bucket: &Bucket, state: Option<&State>, now: Micros) -> (Level, Option
         }
         Policy::DistinctWindow { limit, window_ms } => {
             let window_us = window_ms * 1000;
-            let mut members = match state {
-                Some(State::Members(m)) => m.clone(),
-                _ => Members::default(),
+            let none = Members::default();
+            let members = match state {
+                Some(State::Members(m)) => m,
+                _ => &none,
             };
-            members.purge(now, window_us);
             let count = members.last.len() as u64;
             let repeat = members.last.contains_key(&bucket.member);
             let limiting = !repeat && limit != 0 && count >= limit;
@@ -204,12 +215,9 @@ fn decide(bucket: &Bucket, state: Option<&State>, now: Micros) -> (Level, Option
             } else {
                 count
             };
-            let keep = admitted.then(|| {
-                members.admit(&bucket.member, now);
-                Entry {
-                    state: State::Members(members),
-                    expires_at: now + window_us,
-                }
+            let keep = admitted.then(|| Write::Admit {
+                member: bucket.member.clone(),
+                expires_at: now + window_us,
             });
             (
                 Level {
@@ -244,15 +252,38 @@ impl Backend for MemoryBackend {
         let mut keep = Vec::with_capacity(buckets.len());
         for bucket in buckets {
             let id = id(scope, &bucket.key);
-            let (level, entry) = decide(bucket, live(&map, &id, now), now);
+            if let (Policy::DistinctWindow { window_ms, .. }, Some(entry)) =
+                (bucket.policy, map.get_mut(&id))
+                && let State::Members(members) = &mut entry.state
+            {
+                // In place: aged-out members count for nothing, whatever the decision.
+                members.purge(now, window_ms * 1000);
+            }
+            let (level, write) = decide(bucket, live(&map, &id, now), now);
             levels.push(level);
-            keep.push((id, entry));
+            keep.push((id, write));
         }
         let decision = Decision::from_levels(levels);
         if decision.allowed {
-            for (id, entry) in keep {
-                if let Some(entry) = entry {
-                    map.insert(id, entry);
+            for (id, write) in keep {
+                match write {
+                    Some(Write::Replace(entry)) => {
+                        map.insert(id, entry);
+                    }
+                    Some(Write::Admit { member, expires_at }) => {
+                        let entry = map.entry(id).or_insert_with(|| Entry {
+                            state: State::Members(Members::default()),
+                            expires_at,
+                        });
+                        if entry.expires_at <= now || !matches!(entry.state, State::Members(_)) {
+                            entry.state = State::Members(Members::default());
+                        }
+                        if let State::Members(members) = &mut entry.state {
+                            members.admit(&member, now);
+                        }
+                        entry.expires_at = expires_at;
+                    }
+                    None => {}
                 }
             }
         }
@@ -266,18 +297,10 @@ impl Backend for MemoryBackend {
         &self,
         scope: &str,
         key: &str,
-        policy: &Policy,
+        capacity: f64,
+        refill_per_second: f64,
         hold: Duration,
     ) -> Result<Micros, BackendError> {
-        let Policy::TokenBucket {
-            capacity,
-            refill_per_second,
-        } = *policy
-        else {
-            return Err(BackendError::bad_answer(
-                "penalize applies to token buckets",
-            ));
-        };
         let mut map = self.buckets();
         let now = self.clock.now_us();
         let id = id(scope, key);
@@ -378,13 +401,17 @@ fn usage_of(scope: &str, key: &str, policy: &Policy, state: Option<&State>, now:
             )
         }
         (Policy::DistinctWindow { window_ms, .. }, Some(State::Members(members))) => {
-            let mut members = members.clone();
-            members.purge(now, window_ms * 1000);
-            let empty_at = members
-                .oldest_first
-                .last()
-                .map_or(now, |(t, _)| t + window_ms * 1000);
-            (members.last.len() as f64, empty_at - now, 0)
+            // Those admitted within the window, newest first (no purge: usage changes nothing).
+            let window_us = window_ms * 1000;
+            let counted = || {
+                members
+                    .oldest_first
+                    .iter()
+                    .rev()
+                    .take_while(|(t, _)| t + window_us > now)
+            };
+            let empty_at = counted().next().map_or(now, |(t, _)| t + window_us);
+            (counted().count() as f64, empty_at - now, 0)
         }
         _ => (0.0, 0, 0),
     };

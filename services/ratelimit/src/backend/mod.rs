@@ -67,13 +67,14 @@ pub trait Backend: Send + Sync {
     /// rules in the module docs of [`memory`]).
     async fn acquire(&self, scope: &str, buckets: &[Bucket]) -> Result<Decision, BackendError>;
 
-    /// Empties a token bucket and keeps it closed (no refill) for `hold`. Answers the end of
-    /// the hold (Unix µs). A longer hold already in place stays.
+    /// Empties a token bucket of this capacity and refill and keeps it closed (no refill) for
+    /// `hold`. Answers the end of the hold (Unix µs). A longer hold already in place stays.
     async fn penalize(
         &self,
         scope: &str,
         key: &str,
-        policy: &Policy,
+        capacity: f64,
+        refill_per_second: f64,
         hold: Duration,
     ) -> Result<Micros, BackendError>;
 

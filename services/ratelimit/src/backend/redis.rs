@@ -99,10 +99,7 @@ impl RedisBackend {
         scope: &str,
         buckets: &[Bucket],
     ) -> Result<Decision, BackendError> {
-        let mut decisions = self.acquire.run(con, scope, &[buckets]).await?;
-        decisions
-            .pop()
-            .ok_or_else(|| BackendError::bad_answer("redis: the acquire script answered nothing"))
+        self.acquire.run_one(con, scope, buckets).await
     }
 
     /// A new connection of its own (not the shared one), for callers that want one.
@@ -199,6 +196,19 @@ impl AcquireScript {
             .collect()
     }
 
+    /// One acquire alone in its script call.
+    async fn run_one<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        scope: &str,
+        buckets: &[Bucket],
+    ) -> Result<Decision, BackendError> {
+        let mut decisions = self.run(con, scope, &[buckets]).await?;
+        decisions
+            .pop()
+            .ok_or_else(|| BackendError::bad_answer("redis: the acquire script answered nothing"))
+    }
+
     /// A batch of acquires of any scopes: one script call per scope, all in flight at once on
     /// the shared connection. Answers one result per acquire, in order.
     async fn run_grouped(
@@ -229,15 +239,8 @@ impl AcquireScript {
                 // own, so only the one that names it fails.
                 Err(e) if !e.unreachable && indexes.len() > 1 => {
                     for &i in indexes {
-                        let alone = [pending[i].1.as_slice()];
-                        let answer = self.run(&mut con.clone(), scope, &alone).await;
-                        results[i] = Some(answer.and_then(|mut d| {
-                            d.pop().ok_or_else(|| {
-                                BackendError::bad_answer(
-                                    "redis: the acquire script answered nothing",
-                                )
-                            })
-                        }));
+                        let alone = self.run_one(&mut con.clone(), scope, &pending[i].1).await;
+                        results[i] = Some(alone);
                     }
                 }
                 Err(e) => {
@@ -346,18 +349,10 @@ impl Backend for RedisBackend {
         &self,
         scope: &str,
         key: &str,
-        policy: &Policy,
+        capacity: f64,
+        refill_per_second: f64,
         hold: Duration,
     ) -> Result<Micros, BackendError> {
-        let Policy::TokenBucket {
-            capacity,
-            refill_per_second,
-        } = *policy
-        else {
-            return Err(BackendError::bad_answer(
-                "penalize applies to token buckets",
-            ));
-        };
         let held_until: String = self
             .penalize
             .key(self.keys.bucket(scope, TOKENS, key))

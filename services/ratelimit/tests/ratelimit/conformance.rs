@@ -365,14 +365,10 @@ async fn an_unlimited_window_admits_everyone(f: Fixture) {
 }
 
 async fn a_penalty_holds_the_bucket_closed_then_it_refills_from_empty(f: Fixture) {
-    let policy = Policy::TokenBucket {
-        capacity: 2.0,
-        refill_per_second: 10.0,
-    };
     let since = Instant::now();
     let held_until = f
         .backend
-        .penalize("s", "k", &policy, Duration::from_millis(200))
+        .penalize("s", "k", 2.0, 10.0, Duration::from_millis(200))
         .await
         .unwrap();
     let d = f
@@ -414,13 +410,9 @@ async fn a_penalty_holds_the_bucket_closed_then_it_refills_from_empty(f: Fixture
 }
 
 async fn a_penalty_without_a_hold_only_drains(f: Fixture) {
-    let policy = Policy::TokenBucket {
-        capacity: 5.0,
-        refill_per_second: 10.0,
-    };
     let since = Instant::now();
     f.backend
-        .penalize("s", "k", &policy, Duration::ZERO)
+        .penalize("s", "k", 5.0, 10.0, Duration::ZERO)
         .await
         .unwrap();
     let d = f
@@ -507,6 +499,34 @@ async fn usage_reports_level_and_time_to_full(f: Fixture) {
             && usage[0].time_to_full_us + f.slack_us(since, Duration::ZERO) >= 4_000_000
     );
     assert_eq!(usage[1].level, 0.0, "a bucket never used is full");
+}
+
+async fn usage_of_a_distinct_window_counts_its_members_until_they_age_out(f: Fixture) {
+    let policy = Policy::DistinctWindow {
+        limit: 10,
+        window_ms: 60_000,
+    };
+    let since = Instant::now();
+    for user in ["u1", "u2", "u1"] {
+        let d = f
+            .backend
+            .acquire("s", &[member("t", 10, 60_000, user)])
+            .await;
+        assert!(d.unwrap().allowed);
+    }
+    let usage = f
+        .backend
+        .usage("s", &[("t".into(), policy), ("none".into(), policy)])
+        .await
+        .unwrap();
+    assert_eq!(usage[0].level, 2.0, "two distinct users: {usage:?}");
+    assert!(
+        usage[0].time_to_full_us <= 60_000_000
+            && usage[0].time_to_full_us + f.slack_us(since, Duration::ZERO) >= 60_000_000,
+        "empty once the newest ages out: {usage:?}"
+    );
+    assert_eq!(usage[1].level, 0.0);
+    assert_eq!(usage[1].time_to_full_us, 0);
 }
 
 async fn policy_rules_are_stored_and_versioned(f: Fixture) {
@@ -627,6 +647,7 @@ conformance!(
     a_policy_change_applies_to_existing_buckets,
     idle_buckets_expire_once_full,
     usage_reports_level_and_time_to_full,
+    usage_of_a_distinct_window_counts_its_members_until_they_age_out,
     policy_rules_are_stored_and_versioned,
     concurrent_acquires_are_each_all_or_nothing,
     many_acquires_of_one_bucket_admit_exactly_its_tokens,

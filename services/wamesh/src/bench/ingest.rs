@@ -16,8 +16,8 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
 
-use super::{Measured, drive, round};
-use crate::cli::{IngestArgs, parse_duration};
+use super::{LoadArgs, Measured, drive, round};
+use crate::cli::IngestArgs;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::run::DevSecrets;
 
@@ -43,16 +43,8 @@ pub struct IngestBench {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
     )]
     pub database_url: String,
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// The duration is split into this many alternating rounds of ingest and baseline, so
-    /// that the machine's drift (large on shared hardware) weighs on both alike.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: u32,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Group commit of the in-process mesh.
     #[command(flatten)]
     pub ingest: IngestArgs,
@@ -84,18 +76,18 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     };
     println!(
         "wamesh bench ingest: {} senders, {:?} each for ingest and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
-        args.concurrency,
-        args.duration,
-        args.rounds.max(1),
-        args.warmup,
+        args.load.concurrency,
+        args.load.duration,
+        args.load.rounds.max(1),
+        args.load.warmup,
         mesh.as_ref()
             .map(|m| format!(" (in process, {})", m.backend))
             .unwrap_or_default()
     );
 
     let (mut ingest, mut baseline) = (Measured::default(), Measured::default());
-    let each_round = args.duration / args.rounds.max(1);
-    for _ in 0..args.rounds.max(1) {
+    let each_round = args.load.duration / args.load.rounds.max(1);
+    for _ in 0..args.load.rounds.max(1) {
         ingest.add_run(load_gateway(&args, each_round, &target, &secret).await?);
         baseline.add_run(baseline_inserts(&args, each_round, &database_url).await?);
     }
@@ -147,9 +139,9 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
             "max_ms": round(max),
             "over_1s_share": over_1s,
             "errors": ingest.errors,
-            "concurrency": args.concurrency,
-            "duration_s": args.duration.as_secs_f64(),
-            "rounds": args.rounds.max(1),
+            "concurrency": args.load.concurrency,
+            "duration_s": args.load.duration.as_secs_f64(),
+            "rounds": args.load.rounds.max(1),
         })
     );
     Ok(())
@@ -212,28 +204,33 @@ async fn load_gateway(
     target: &str,
     secret: &str,
 ) -> anyhow::Result<Measured> {
-    let connections = Arc::new(Connections::open(target, args.concurrency).await?);
+    let connections = Arc::new(Connections::open(target, args.load.concurrency).await?);
     let secret: Arc<str> = secret.into();
     let run = format!("{:x}", rand_u64());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let measured = drive(args.concurrency, args.warmup, duration, move |n| {
-        let (connections, secret) = (connections.clone(), secret.clone());
-        let body = webhook(&run, n, now);
-        async move {
-            let signature = wamesh_whatsapp::sign(secret.as_bytes(), body.as_bytes());
-            let request = http::Request::post(wamesh_gateway::webhooks::PATH)
-                .header(http::header::HOST, &connections.host)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(wamesh_whatsapp::SIGNATURE_HEADER, signature)
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| e.to_string())?;
-            let (status, answer) = connections.send(request).await?;
-            match status.as_u16() {
-                200 => Ok(()),
-                code => Err(format!("HTTP {code}: {}", String::from_utf8_lossy(&answer))),
+    let measured = drive(
+        args.load.concurrency,
+        args.load.warmup,
+        duration,
+        move |n| {
+            let (connections, secret) = (connections.clone(), secret.clone());
+            let body = webhook(&run, n, now);
+            async move {
+                let signature = wamesh_whatsapp::sign(secret.as_bytes(), body.as_bytes());
+                let request = http::Request::post(wamesh_gateway::webhooks::PATH)
+                    .header(http::header::HOST, &connections.host)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(wamesh_whatsapp::SIGNATURE_HEADER, signature)
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| e.to_string())?;
+                let (status, answer) = connections.send(request).await?;
+                match status.as_u16() {
+                    200 => Ok(()),
+                    code => Err(format!("HTTP {code}: {}", String::from_utf8_lossy(&answer))),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(measured)
 }
@@ -338,8 +335,8 @@ async fn baseline_inserts(
     database_url: &str,
 ) -> anyhow::Result<Measured> {
     let pool = PgPoolOptions::new()
-        .max_connections(args.concurrency as u32)
-        .min_connections(args.concurrency as u32)
+        .max_connections(args.load.concurrency as u32)
+        .min_connections(args.load.concurrency as u32)
         .connect(database_url)
         .await
         .context("connecting to the baseline's Postgres")?;
@@ -347,20 +344,25 @@ async fn baseline_inserts(
         .execute(&pool)
         .await?;
     let payload: Arc<str> = webhook("baseline", 1, 0).into();
-    let measured = drive(args.concurrency, args.warmup, duration, move |_| {
-        let (pool, payload) = (pool.clone(), payload.clone());
-        async move {
-            sqlx::query(
-                "INSERT INTO wamesh_bench_baseline (received_at_ms, payload) VALUES ($1, $2)",
-            )
-            .bind(0_i64)
-            .bind(&*payload)
-            .execute(&pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        }
-    })
+    let measured = drive(
+        args.load.concurrency,
+        args.load.warmup,
+        duration,
+        move |_| {
+            let (pool, payload) = (pool.clone(), payload.clone());
+            async move {
+                sqlx::query(
+                    "INSERT INTO wamesh_bench_baseline (received_at_ms, payload) VALUES ($1, $2)",
+                )
+                .bind(0_i64)
+                .bind(&*payload)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+        },
+    )
     .await;
     let pool = PgPoolOptions::new()
         .max_connections(1)

@@ -5,6 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// How every benchmark loads what it measures and its baseline.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Clients, each doing one operation after another.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = crate::cli::parse_duration)]
+    pub warmup: Duration,
+    /// The duration is split into this many alternating rounds of the measured path and its
+    /// baseline, so that the machine's drift (large on shared hardware) weighs on both alike.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+}
+
 /// What a run measured (after the warm-up).
 #[derive(Debug, Default)]
 pub struct Measured {

@@ -5,7 +5,7 @@ pub mod ingest;
 mod load;
 pub mod ratelimit;
 
-pub use load::{Measured, drive};
+pub use load::{LoadArgs, Measured, drive};
 
 /// Rounds to two decimals, for the JSON summary.
 pub fn round(x: f64) -> f64 {

@@ -21,8 +21,7 @@ use wamesh_ratelimit::policy::whatsapp;
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::Shutdown;
 
-use super::{Measured, drive, round};
-use crate::cli::parse_duration;
+use super::{LoadArgs, Measured, drive, round};
 
 #[derive(Debug, Clone, Args)]
 pub struct RatelimitBench {
@@ -38,21 +37,14 @@ pub struct RatelimitBench {
     /// too, in a scope of its own.
     #[arg(long, env = "WAMESH_RATELIMIT_PREFIX", default_value = "wamesh:rl:")]
     pub redis_prefix: String,
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
     /// HTTP/2 connections the gRPC clients share.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
     /// Distinct buckets the random keys are drawn from.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// The duration is split into this many alternating rounds of gRPC and baseline.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: u32,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// CPU seconds used, read before and after a run.
@@ -78,12 +70,12 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         .map_or(0, |d| d.as_nanos());
     println!(
         "wamesh bench ratelimit: {} clients on {} connections, {} random pair buckets, {:?} each for gRPC and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
-        args.concurrency,
+        args.load.concurrency,
         args.connections,
         args.keys,
-        args.duration,
-        args.rounds.max(1),
-        args.warmup,
+        args.load.duration,
+        args.load.rounds.max(1),
+        args.load.warmup,
         if in_process.is_some() {
             " (in process)"
         } else {
@@ -92,7 +84,7 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
     );
     let clients = connect_clients(&target, args.connections).await?;
     let baseline_connections = Arc::new(std::sync::Mutex::new(Vec::new()));
-    for _ in 0..args.concurrency {
+    for _ in 0..args.load.concurrency {
         let con = backend.connection().await.map_err(|e| anyhow::anyhow!(e))?;
         baseline_connections.lock().expect("pool").push(con);
     }
@@ -100,14 +92,21 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
 
     let (mut grpc, mut baseline) = (Measured::default(), Measured::default());
     let (mut grpc_cpu, mut baseline_cpu) = (Cpu::default(), Cpu::default());
-    let each_round = args.duration / args.rounds.max(1);
-    for _ in 0..args.rounds.max(1) {
+    let each_round = args.load.duration / args.load.rounds.max(1);
+    for _ in 0..args.load.rounds.max(1) {
         // Each side warms up first, unmeasured, so the CPU read around its run is its own.
-        load_grpc(&args, args.warmup, &clients, run_id).await;
+        load_grpc(&args, args.load.warmup, &clients, run_id).await;
         let before = cpu(&backend).await?;
         grpc.add_run(load_grpc(&args, each_round, &clients, run_id).await);
         grpc_cpu = add(grpc_cpu, diff(cpu(&backend).await?, before));
-        load_redis(&args, args.warmup, &backend, &baseline_connections, run_id).await;
+        load_redis(
+            &args,
+            args.load.warmup,
+            &backend,
+            &baseline_connections,
+            run_id,
+        )
+        .await;
         let before = cpu(&backend).await?;
         baseline
             .add_run(load_redis(&args, each_round, &backend, &baseline_connections, run_id).await);
@@ -169,10 +168,10 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
             "p99_ms": round(p99),
             "max_ms": round(max),
             "errors": grpc.errors + baseline.errors,
-            "concurrency": args.concurrency,
+            "concurrency": args.load.concurrency,
             "connections": args.connections,
-            "duration_s": args.duration.as_secs_f64(),
-            "rounds": args.rounds.max(1),
+            "duration_s": args.load.duration.as_secs_f64(),
+            "rounds": args.load.rounds.max(1),
             "grpc_cpu_us_per_decision": round(grpc_cpu.this_process * 1e6 / grpc.ok.max(1) as f64),
             "grpc_redis_cpu_us_per_decision": round(grpc_cpu.redis * 1e6 / grpc.ok.max(1) as f64),
             "baseline_redis_cpu_us_per_decision": round(baseline_cpu.redis * 1e6 / baseline.ok.max(1) as f64),
@@ -231,7 +230,7 @@ async fn load_grpc(
 ) -> Measured {
     let clients: Arc<[RateLimiterClient<Channel>]> = clients.into();
     let (keys, scope) = (args.keys, format!("bench-grpc-{run_id}"));
-    drive(args.concurrency, Duration::ZERO, duration, move |n| {
+    drive(args.load.concurrency, Duration::ZERO, duration, move |n| {
         let mut client = clients[n as usize % clients.len()].clone();
         let request = pb::AcquireRequest {
             scope: scope.clone(),
@@ -263,7 +262,7 @@ async fn load_redis(
 ) -> Measured {
     let (backend, connections) = (backend.clone(), connections.clone());
     let (keys, scope) = (args.keys, Arc::new(format!("bench-redis-{run_id}")));
-    drive(args.concurrency, Duration::ZERO, duration, move |n| {
+    drive(args.load.concurrency, Duration::ZERO, duration, move |n| {
         let (backend, connections, scope) = (backend.clone(), connections.clone(), scope.clone());
         let bucket = Bucket {
             key: key(n, keys),
