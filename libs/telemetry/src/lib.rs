@@ -33,6 +33,7 @@ pub use config::TelemetryConfig;
 pub use init::{TelemetryGuard, init};
 pub use propagation::{
     GrpcTraceInterceptor, current_trace_id, inject_grpc, inject_http, set_parent_from_http,
+    set_parent_from_traceparent,
 };
 pub use redact::redact;
 pub use spans::{grpc_server_span, http_server_span};

@@ -19,6 +19,12 @@ pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     set_parent(span, &HeaderExtractor(headers));
 }
 
+/// Sets the parent of `span` from a lone W3C `traceparent` value (one carried inside a
+/// message, as on a stream where per-call headers do not exist). No-op when it is invalid.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    set_parent(span, &TraceparentExtractor(traceparent));
+}
+
 /// Injects the current span's context as `traceparent`/`tracestate` into HTTP
 /// `headers` (for outgoing reqwest calls). No-op outside a traced span.
 pub fn inject_http(headers: &mut http::HeaderMap) {
@@ -73,6 +79,19 @@ fn inject(injector: &mut dyn Injector) {
     let cx = tracing::Span::current().context();
     if cx.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&cx, injector);
+    }
+}
+
+/// A `traceparent` on its own.
+struct TraceparentExtractor<'a>(&'a str);
+
+impl Extractor for TraceparentExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
     }
 }
 
@@ -160,6 +179,23 @@ mod tests {
             let server = tracing::info_span!("server");
             set_parent_from_http(&server, &metadata.into_headers());
             assert_eq!(span_ids(&server).0, trace_id);
+        });
+    }
+
+    #[test]
+    fn a_lone_traceparent_value_becomes_the_parent() {
+        let (dispatch, _logs) = dispatch(true);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let server = tracing::info_span!("server");
+            set_parent_from_traceparent(
+                &server,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+            assert_eq!(span_ids(&server).0, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+            let unrelated = tracing::info_span!("unrelated");
+            set_parent_from_traceparent(&unrelated, "not a traceparent");
+            assert_ne!(span_ids(&unrelated).0, "4bf92f3577b34da6a3ce929d0e0e4736");
         });
     }
 

@@ -1,14 +1,20 @@
 //! `wamesh.ratelimit.v1.RateLimiter` over the [`Limiter`]: decode, call, encode. Proto types
 //! stop here.
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::{Request, Response, Status};
+use futures::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 use wamesh_proto::ratelimit::v1 as pb;
 use wamesh_proto::ratelimit::v1::rate_limiter_server::RateLimiter;
 
 use crate::limiter::{BucketRequest, LimitError, Limiter};
 use crate::model::{Policy, Usage};
+
+/// Acquires of one stream decided at once at most; the next waits for the oldest answer.
+const STREAM_IN_FLIGHT: usize = 64;
 
 pub struct RateLimitService {
     limiter: Arc<Limiter>,
@@ -43,43 +49,30 @@ impl RateLimiter for RateLimitService {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let request = request.into_inner();
-        let buckets = request
-            .buckets
-            .into_iter()
-            .map(|b| {
-                Ok(BucketRequest {
-                    policy: b.policy.map(policy_from_proto).transpose()?,
-                    key: b.key,
-                    cost: b.cost,
-                    member: b.member,
-                    check_only: b.check_only,
-                })
+        Ok(Response::new(
+            decide(&self.limiter, request.into_inner()).await?,
+        ))
+    }
+
+    type AcquireStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::AcquireStreamResponse, Status>> + Send>>;
+
+    async fn acquire_stream(
+        &self,
+        request: Request<Streaming<pb::AcquireStreamRequest>>,
+    ) -> Result<Response<Self::AcquireStreamStream>, Status> {
+        let limiter = self.limiter.clone();
+        let answers = request
+            .into_inner()
+            .map(move |request| {
+                let limiter = limiter.clone();
+                async move {
+                    // A broken request stream ends the answers with its status.
+                    Ok(decide_streamed(&limiter, request?).await)
+                }
             })
-            .collect::<Result<Vec<_>, Status>>()?;
-        let outcome = self.limiter.acquire(&request.scope, buckets).await?;
-        let decision = outcome.decision;
-        Ok(Response::new(pb::AcquireResponse {
-            allowed: decision.allowed,
-            retry_after_us: decision.retry_after_us,
-            buckets: decision
-                .levels
-                .into_iter()
-                .map(|l| pb::BucketLevel {
-                    key: l.key,
-                    remaining: l.remaining,
-                    capacity: l.capacity,
-                    limiting: l.limiting,
-                    retry_after_us: l.retry_after_us,
-                    held_until_unix_us: l.held_until_us,
-                })
-                .collect(),
-            degraded: outcome.degraded.is_some(),
-            degraded_mode: outcome
-                .degraded
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_default(),
-        }))
+            .buffered(STREAM_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn set_policy(
@@ -152,6 +145,76 @@ impl RateLimiter for RateLimitService {
         Ok(Response::new(pb::PenalizeResponse {
             held_until_unix_us: until,
         }))
+    }
+}
+
+/// One acquire, as both RPCs answer it.
+async fn decide(
+    limiter: &Limiter,
+    request: pb::AcquireRequest,
+) -> Result<pb::AcquireResponse, Status> {
+    let buckets = request
+        .buckets
+        .into_iter()
+        .map(|b| {
+            Ok(BucketRequest {
+                policy: b.policy.map(policy_from_proto).transpose()?,
+                key: b.key,
+                cost: b.cost,
+                member: b.member,
+                check_only: b.check_only,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    let outcome = limiter.acquire(&request.scope, buckets).await?;
+    let decision = outcome.decision;
+    Ok(pb::AcquireResponse {
+        allowed: decision.allowed,
+        retry_after_us: decision.retry_after_us,
+        buckets: decision
+            .levels
+            .into_iter()
+            .map(|l| pb::BucketLevel {
+                key: l.key,
+                remaining: l.remaining,
+                capacity: l.capacity,
+                limiting: l.limiting,
+                retry_after_us: l.retry_after_us,
+                held_until_unix_us: l.held_until_us,
+            })
+            .collect(),
+        degraded: outcome.degraded.is_some(),
+        degraded_mode: outcome
+            .degraded
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
+    })
+}
+
+/// One acquire of a stream: its failure is its answer, not the stream's end. Traced under the
+/// caller's span when it sent one (the stream's own server span lasts as long as the stream).
+async fn decide_streamed(
+    limiter: &Limiter,
+    request: pb::AcquireStreamRequest,
+) -> pb::AcquireStreamResponse {
+    let span = if request.traceparent.is_empty() {
+        tracing::Span::none()
+    } else {
+        let span = tracing::info_span!("ratelimit.acquire", otel.kind = "server");
+        wamesh_telemetry::set_parent_from_traceparent(&span, &request.traceparent);
+        span
+    };
+    let acquire = request.acquire.unwrap_or_default();
+    let result = match decide(limiter, acquire).instrument(span).await {
+        Ok(decision) => pb::acquire_stream_response::Result::Decision(decision),
+        Err(status) => pb::acquire_stream_response::Result::Error(pb::AcquireError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        }),
+    };
+    pb::AcquireStreamResponse {
+        id: request.id,
+        result: Some(result),
     }
 }
 

@@ -215,3 +215,70 @@ async fn bad_requests_are_refused_with_the_reason_and_change_nothing() {
     let full = acquire(&mut client, vec![bucket("throughput:1", 80.0)]).await;
     assert!(full.allowed, "no refused request took tokens");
 }
+
+#[tokio::test]
+async fn a_stream_answers_every_acquire_in_order_and_a_bad_one_does_not_end_it() {
+    let service = Service::on_shared_redis(&wamesh_testkit::fresh_redis_prefix()).await;
+    let mut client = service.client();
+    set_policy(&mut client, "throughput:s", token_bucket(5.0, 0.001)).await;
+    let (requests, queued) = tokio::sync::mpsc::channel(64);
+    let mut answers = client
+        .acquire_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await
+        .unwrap()
+        .into_inner();
+    let streamed =
+        |id: u64, buckets: Vec<pb::BucketRequest>, traceparent: &str| pb::AcquireStreamRequest {
+            id,
+            acquire: Some(pb::AcquireRequest {
+                scope: "waba-1".into(),
+                buckets,
+            }),
+            traceparent: traceparent.into(),
+        };
+    // Ten in flight at once: nine for one token of a 5-token bucket, one with no bucket.
+    for id in 1..=10 {
+        let buckets = if id == 6 {
+            vec![]
+        } else {
+            vec![bucket("throughput:s", 1.0)]
+        };
+        let traceparent = if id == 2 {
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        } else {
+            ""
+        };
+        requests
+            .send(streamed(id, buckets, traceparent))
+            .await
+            .unwrap();
+    }
+    let mut admitted = 0;
+    for id in 1..=10 {
+        let answer = answers.message().await.unwrap().expect("an answer");
+        assert_eq!(answer.id, id, "answers come in the order asked");
+        match answer.result.unwrap() {
+            pb::acquire_stream_response::Result::Decision(d) => admitted += u32::from(d.allowed),
+            pb::acquire_stream_response::Result::Error(e) => {
+                assert_eq!(id, 6, "only the request without buckets fails: {e:?}");
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert!(e.message.contains("1 to 16 buckets"), "{e:?}");
+            }
+        }
+    }
+    assert_eq!(admitted, 5, "the 5 tokens went to 5 of the 9 acquires");
+
+    // The failed request did not end the stream; closing our side ends it cleanly.
+    requests
+        .send(streamed(11, vec![bucket("throughput:s", 0.0)], ""))
+        .await
+        .unwrap();
+    let check = answers.message().await.unwrap().expect("an answer");
+    assert_eq!(check.id, 11);
+    let Some(pb::acquire_stream_response::Result::Decision(level)) = check.result else {
+        panic!("a cost-0 check is a decision: {check:?}");
+    };
+    assert!(level.allowed && level.buckets[0].remaining < 0.01);
+    drop(requests);
+    assert!(answers.message().await.unwrap().is_none());
+}

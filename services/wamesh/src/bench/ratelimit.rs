@@ -1,5 +1,6 @@
 //! `wamesh bench ratelimit`: 64 concurrent gRPC clients ask the rate-limit service for one token
-//! of a random same-user bucket (`pair:<n>`, WhatsApp's pair policy) over Redis; then, on the
+//! of a random same-user bucket (`pair:<n>`, WhatsApp's pair policy) over Redis, each on an
+//! `AcquireStream` of its own (or with `--rpc unary`, one `Acquire` call each); then, on the
 //! same Redis at the same concurrency, the baseline: the same acquire script with the same keys
 //! and arguments, sent straight to Redis by 64 clients on connections of their own, one request
 //! at a time (unpipelined, as `redis-benchmark -c 64` would).
@@ -12,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::Channel;
 use wamesh_proto::ratelimit::v1 as pb;
 use wamesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
@@ -37,14 +41,24 @@ pub struct RatelimitBench {
     /// too, in a scope of its own.
     #[arg(long, env = "WAMESH_RATELIMIT_PREFIX", default_value = "wamesh:rl:")]
     pub redis_prefix: String,
-    /// HTTP/2 connections the gRPC clients share.
-    #[arg(long, default_value_t = 8)]
+    /// HTTP/2 connections the gRPC clients share (one, as a service's one tonic `Channel`).
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// How the clients call: each on a long-lived `AcquireStream` of its own (how send workers
+    /// call), or one unary `Acquire` call per decision.
+    #[arg(long, value_enum, default_value_t = Rpc::Stream)]
+    pub rpc: Rpc,
     /// Distinct buckets the random keys are drawn from.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
     #[command(flatten)]
     pub load: LoadArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rpc {
+    Stream,
+    Unary,
 }
 
 /// CPU seconds used, read before and after a run.
@@ -69,8 +83,12 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     println!(
-        "wamesh bench ratelimit: {} clients on {} connections, {} random pair buckets, {:?} each for gRPC and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
+        "wamesh bench ratelimit: {} clients ({}) on {} connections, {} random pair buckets, {:?} each for gRPC and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
         args.load.concurrency,
+        match args.rpc {
+            Rpc::Stream => "a stream each",
+            Rpc::Unary => "unary calls",
+        },
         args.connections,
         args.keys,
         args.load.duration,
@@ -83,6 +101,10 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         }
     );
     let clients = connect_clients(&target, args.connections).await?;
+    let streams = match args.rpc {
+        Rpc::Stream => open_streams(&clients, args.load.concurrency).await?,
+        Rpc::Unary => Streams::default(),
+    };
     let baseline_connections = Arc::new(std::sync::Mutex::new(Vec::new()));
     for _ in 0..args.load.concurrency {
         let con = backend.connection().await.map_err(|e| anyhow::anyhow!(e))?;
@@ -95,9 +117,9 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
     let each_round = args.load.duration / args.load.rounds.max(1);
     for _ in 0..args.load.rounds.max(1) {
         // Each side warms up first, unmeasured, so the CPU read around its run is its own.
-        load_grpc(&args, args.load.warmup, &clients, run_id).await;
+        load_grpc(&args, args.load.warmup, &clients, &streams, run_id).await;
         let before = cpu(&backend).await?;
-        grpc.add_run(load_grpc(&args, each_round, &clients, run_id).await);
+        grpc.add_run(load_grpc(&args, each_round, &clients, &streams, run_id).await);
         grpc_cpu = add(grpc_cpu, diff(cpu(&backend).await?, before));
         load_redis(
             &args,
@@ -170,6 +192,7 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
             "errors": grpc.errors + baseline.errors,
             "concurrency": args.load.concurrency,
             "connections": args.connections,
+            "rpc": format!("{:?}", args.rpc).to_lowercase(),
             "duration_s": args.load.duration.as_secs_f64(),
             "rounds": args.load.rounds.max(1),
             "grpc_cpu_us_per_decision": round(grpc_cpu.this_process * 1e6 / grpc.ok.max(1) as f64),
@@ -222,16 +245,44 @@ fn key(n: u64, keys: u64) -> String {
     format!("pair:bench:{}", z % keys.max(1))
 }
 
+/// One client's `AcquireStream`: a request goes in, its answer comes out.
+struct AcquireStream {
+    requests: mpsc::Sender<pb::AcquireStreamRequest>,
+    answers: Streaming<pb::AcquireStreamResponse>,
+}
+
+/// The idle streams; a client takes one for each decision and puts it back after the answer.
+type Streams = Arc<std::sync::Mutex<Vec<AcquireStream>>>;
+
+async fn open_streams(
+    clients: &[RateLimiterClient<Channel>],
+    count: usize,
+) -> anyhow::Result<Streams> {
+    let mut streams = Vec::with_capacity(count);
+    for n in 0..count {
+        let (requests, queued) = mpsc::channel(1);
+        let answers = clients[n % clients.len()]
+            .clone()
+            .acquire_stream(ReceiverStream::new(queued))
+            .await
+            .context("opening an AcquireStream")?
+            .into_inner();
+        streams.push(AcquireStream { requests, answers });
+    }
+    Ok(Arc::new(std::sync::Mutex::new(streams)))
+}
+
 async fn load_grpc(
     args: &RatelimitBench,
     duration: Duration,
     clients: &[RateLimiterClient<Channel>],
+    streams: &Streams,
     run_id: u128,
 ) -> Measured {
     let clients: Arc<[RateLimiterClient<Channel>]> = clients.into();
-    let (keys, scope) = (args.keys, format!("bench-grpc-{run_id}"));
+    let (rpc, keys, scope) = (args.rpc, args.keys, format!("bench-grpc-{run_id}"));
+    let streams = streams.clone();
     drive(args.load.concurrency, Duration::ZERO, duration, move |n| {
-        let mut client = clients[n as usize % clients.len()].clone();
         let request = pb::AcquireRequest {
             scope: scope.clone(),
             buckets: vec![pb::BucketRequest {
@@ -240,15 +291,58 @@ async fn load_grpc(
                 ..Default::default()
             }],
         };
+        let (clients, streams) = (clients.clone(), streams.clone());
         async move {
-            let answer = client.acquire(request).await.map_err(|e| e.to_string())?;
-            if answer.get_ref().degraded {
+            let decision = match rpc {
+                Rpc::Unary => {
+                    let mut client = clients[n as usize % clients.len()].clone();
+                    client
+                        .acquire(request)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_inner()
+                }
+                Rpc::Stream => acquire_on_stream(&streams, n, request).await?,
+            };
+            if decision.degraded {
                 return Err("answered without Redis (degraded)".to_owned());
             }
             Ok(())
         }
     })
     .await
+}
+
+async fn acquire_on_stream(
+    streams: &Streams,
+    id: u64,
+    acquire: pb::AcquireRequest,
+) -> Result<pb::AcquireResponse, String> {
+    let taken = streams.lock().map_err(|_| "streams poisoned")?.pop();
+    let mut stream = taken.ok_or("more clients than streams")?;
+    let request = pb::AcquireStreamRequest {
+        id,
+        acquire: Some(acquire),
+        traceparent: String::new(),
+    };
+    stream
+        .requests
+        .send(request)
+        .await
+        .map_err(|_| "the stream was closed")?;
+    let answer = stream
+        .answers
+        .message()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the stream ended")?;
+    streams.lock().map_err(|_| "streams poisoned")?.push(stream);
+    match answer.result {
+        _ if answer.id != id => Err(format!("answer {} to request {id}", answer.id)),
+        Some(pb::acquire_stream_response::Result::Decision(decision)) => Ok(decision),
+        Some(pb::acquire_stream_response::Result::Error(e)) => Err(e.message),
+        None => Err("an empty answer".to_owned()),
+    }
 }
 
 type Pool = Arc<std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>>;
