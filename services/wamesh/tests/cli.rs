@@ -395,17 +395,20 @@ fn bench_summary(command: &mut Command, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn bench_ratelimit_ends_with_its_json_summary() {
-    let mut command = Command::new(BIN);
-    command
-        .args(["bench", "ratelimit", "--duration", "1s", "--warmup", "0s"])
-        .args(["--concurrency", "4", "--rounds", "1"])
-        .env("REDIS_URL", wamesh_testkit::redis_url())
-        .env(
-            "WAMESH_RATELIMIT_PREFIX",
-            wamesh_testkit::fresh_redis_prefix(),
-        );
-    bench_summary(&mut command, "ratelimit");
+fn bench_ratelimit_ends_with_its_json_summary_streamed_or_unary() {
+    for rpc in ["stream", "unary"] {
+        let mut command = Command::new(BIN);
+        command
+            .args(["bench", "ratelimit", "--duration", "1s", "--warmup", "0s"])
+            .args(["--concurrency", "4", "--rounds", "1", "--rpc", rpc])
+            .env("REDIS_URL", wamesh_testkit::redis_url())
+            .env(
+                "WAMESH_RATELIMIT_PREFIX",
+                wamesh_testkit::fresh_redis_prefix(),
+            );
+        let summary = bench_summary(&mut command, "ratelimit");
+        assert_eq!(summary["rpc"], rpc);
+    }
 }
 
 #[test]
