@@ -204,8 +204,13 @@ async fn decide_streamed(
         wamesh_telemetry::set_parent_from_traceparent(&span, &request.traceparent);
         span
     };
-    let acquire = request.acquire.unwrap_or_default();
-    let result = match decide(limiter, acquire).instrument(span).await {
+    let decided = match request.acquire {
+        Some(acquire) => decide(limiter, acquire).instrument(span).await,
+        None => Err(Status::invalid_argument(
+            "acquire: give the request to decide",
+        )),
+    };
+    let result = match decided {
         Ok(decision) => pb::acquire_stream_response::Result::Decision(decision),
         Err(status) => pb::acquire_stream_response::Result::Error(pb::AcquireError {
             code: status.code() as i32,

@@ -268,7 +268,22 @@ async fn a_stream_answers_every_acquire_in_order_and_a_bad_one_does_not_end_it()
     }
     assert_eq!(admitted, 5, "the 5 tokens went to 5 of the 9 acquires");
 
-    // The failed request did not end the stream; closing our side ends it cleanly.
+    // A message without its acquire is refused by name, and the stream goes on.
+    requests
+        .send(pb::AcquireStreamRequest {
+            id: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = answers.message().await.unwrap().expect("an answer");
+    let Some(pb::acquire_stream_response::Result::Error(e)) = refused.result else {
+        panic!("no acquire is an error: {refused:?}");
+    };
+    assert_eq!((refused.id, e.code), (99, Code::InvalidArgument as i32));
+    assert!(e.message.starts_with("acquire:"), "{e:?}");
+
+    // The failed requests did not end the stream; closing our side ends it cleanly.
     requests
         .send(streamed(11, vec![bucket("throughput:s", 0.0)], ""))
         .await
