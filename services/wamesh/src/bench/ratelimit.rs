@@ -61,6 +61,15 @@ pub enum Rpc {
     Unary,
 }
 
+impl Rpc {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Unary => "unary",
+        }
+    }
+}
+
 /// CPU seconds used, read before and after a run.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cpu {
@@ -83,12 +92,9 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     println!(
-        "wamesh bench ratelimit: {} clients ({}) on {} connections, {} random pair buckets, {:?} each for gRPC and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
+        "wamesh bench ratelimit: {} clients (--rpc {}) on {} connections, {} random pair buckets, {:?} each for gRPC and baseline in {} alternating rounds (+{:?} warm-up each), target {target}{}",
         args.load.concurrency,
-        match args.rpc {
-            Rpc::Stream => "a stream each",
-            Rpc::Unary => "unary calls",
-        },
+        args.rpc.as_str(),
         args.connections,
         args.keys,
         args.load.duration,
@@ -192,7 +198,7 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
             "errors": grpc.errors + baseline.errors,
             "concurrency": args.load.concurrency,
             "connections": args.connections,
-            "rpc": format!("{:?}", args.rpc).to_lowercase(),
+            "rpc": args.rpc.as_str(),
             "duration_s": args.load.duration.as_secs_f64(),
             "rounds": args.load.rounds.max(1),
             "grpc_cpu_us_per_decision": round(grpc_cpu.this_process * 1e6 / grpc.ok.max(1) as f64),
