@@ -41,18 +41,63 @@ pub struct Mesh {
 }
 
 struct Service {
+    name: &'static str,
     stop: Shutdown,
-    task: JoinHandle<anyhow::Result<()>>,
+    /// `None` once the task ended and its result was taken.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Service {
-    async fn stop(self, name: &str) -> anyhow::Result<()> {
+    async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
-        match tokio::time::timeout(DRAIN_TIMEOUT, self.task).await {
+        let (name, Some(task)) = (self.name, self.task) else {
+            return Ok(()); // it ended by itself, and that was reported already
+        };
+        match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
             Ok(joined) => joined.with_context(|| format!("{name} panicked"))?,
             Err(_) => anyhow::bail!("{name} did not drain within {DRAIN_TIMEOUT:?}"),
         }
     }
+
+    /// Waits until the task ends by itself (never, once its result was taken), and says why.
+    async fn ended(&mut self) -> anyhow::Error {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let joined = task.await;
+        self.task = None;
+        let name = self.name;
+        match joined {
+            Ok(Ok(())) => anyhow::anyhow!("{name} stopped by itself"),
+            Ok(Err(e)) => e.context(format!("{name} stopped")),
+            Err(e) => anyhow::anyhow!("{name} panicked: {e}"),
+        }
+    }
+}
+
+/// Runs `services` until `signal` or until one of them ends by itself; then stops them all in
+/// order. A service that ended by itself is the error returned.
+async fn run_until(
+    mut services: Vec<Service>,
+    signal: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ended = {
+        let ends = services.iter_mut().map(|s| Box::pin(s.ended()));
+        tokio::select! {
+            () = signal => None,
+            (error, _, _) = futures::future::select_all(ends) => Some(error),
+        }
+    };
+    if let Some(error) = &ended {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "a service of the mesh stopped; stopping the others"
+        );
+    }
+    for service in services {
+        service.stop().await?;
+    }
+    ended.map_or(Ok(()), Err)
 }
 
 impl Mesh {
@@ -67,7 +112,7 @@ impl Mesh {
                 let backend = service.backend();
                 (
                     Some((addr, backend)),
-                    Some(spawn(|stop| service.serve(listener, stop))),
+                    Some(spawn("rate-limit", |stop| service.serve(listener, stop))),
                 )
             }
             None => (None, None),
@@ -82,13 +127,17 @@ impl Mesh {
         .await
         .context("starting messaging")?;
         let backend = messaging.store().backend();
-        let messaging = spawn(|stop| messaging.serve(config.messaging_listener, stop));
+        let messaging = spawn("messaging", |stop| {
+            messaging.serve(config.messaging_listener, stop)
+        });
         let gateway = Gateway::build(GatewayConfig {
             numbers: config.numbers,
             messaging_url: format!("http://{messaging_addr}"),
             ingest_timeout: config.ingest_timeout,
         })?;
-        let gateway = spawn(|stop| gateway.serve(config.gateway_listener, stop));
+        let gateway = spawn("gateway", |stop| {
+            gateway.serve(config.gateway_listener, stop)
+        });
         Ok(Self {
             gateway_addr,
             messaging_addr,
@@ -102,22 +151,78 @@ impl Mesh {
 
     /// Stops the gateway, then messaging, then rate-limit, each draining what it has in flight.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.gateway.stop("gateway").await?;
-        self.messaging.stop("messaging").await?;
-        match self.ratelimit_service {
-            Some(service) => service.stop("rate-limit").await,
-            None => Ok(()),
-        }
+        self.run_until(async {}).await
+    }
+
+    /// Serves until `signal`, then stops as [`Mesh::stop`] does. When a service ends by itself
+    /// first (an error, a panic), the others are stopped the same way and its error returned:
+    /// a mesh is never left running with a part missing.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let mut services = vec![self.gateway, self.messaging];
+        services.extend(self.ratelimit_service);
+        run_until(services, signal).await
     }
 }
 
-fn spawn<F>(serve: impl FnOnce(Shutdown) -> F) -> Service
+fn spawn<F>(name: &'static str, serve: impl FnOnce(Shutdown) -> F) -> Service
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let stop = Shutdown::new();
     Service {
-        task: tokio::spawn(serve(stop.clone())),
+        name,
+        task: Some(tokio::spawn(serve(stop.clone()))),
         stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that serves until stopped, and says it was stopped.
+    fn waiting(
+        name: &'static str,
+        stopped: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Service {
+        spawn(name, move |stop| async move {
+            stop.cancelled().await;
+            let _ = stopped.send(name);
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_service_that_fails_stops_the_others_in_order_and_is_the_error() {
+        let (stopped, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let failing = spawn("messaging", |_| async {
+            anyhow::bail!("the listener failed")
+        });
+        let services = vec![
+            waiting("gateway", stopped.clone()),
+            failing,
+            waiting("rate-limit", stopped),
+        ];
+        let error = run_until(services, std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "messaging stopped: the listener failed"
+        );
+        assert_eq!(order.recv().await, Some("gateway"));
+        assert_eq!(order.recv().await, Some("rate-limit"));
+    }
+
+    #[tokio::test]
+    async fn the_signal_stops_every_service_cleanly() {
+        let (stopped, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let services = vec![
+            waiting("gateway", stopped.clone()),
+            waiting("messaging", stopped),
+        ];
+        run_until(services, async {}).await.unwrap();
+        assert_eq!(order.recv().await, Some("gateway"));
+        assert_eq!(order.recv().await, Some("messaging"));
     }
 }

@@ -78,8 +78,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("    WAMESH_VERIFY_TOKEN={}", number.verify_token.expose());
     }
     println!("Ctrl-C stops it.");
-    wait_for_signal().await;
-    mesh.stop().await
+    mesh.run_until(wait_for_signal()).await
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
