@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
 
-use super::{LoadArgs, Measured, drive, round};
+use super::{Comparison, LoadArgs, Measured, drive};
 use crate::cli::IngestArgs;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::run::DevSecrets;
@@ -99,19 +99,16 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         scratch.drop_database().await?;
     }
 
-    let throughput = ingest.per_second();
-    let baseline_per_s = baseline.per_second();
-    let ratio = throughput / baseline_per_s.max(1e-9);
-    let (p50, p99, max) = (
-        ingest.quantile_ms(0.5),
-        ingest.quantile_ms(0.99),
-        ingest.quantile_ms(1.0),
-    );
+    let summary = Comparison::of(&ingest, &baseline);
     let over_1s = ingest.share_over(Duration::from_secs(1));
     println!(
-        "ingest:   {} webhooks stored in {:.1} s = {throughput:.0}/s; p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; over 1 s {:.2}%; errors {}",
+        "ingest:   {} webhooks stored in {:.1} s = {:.0}/s; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; over 1 s {:.2}%; errors {}",
         ingest.ok,
         ingest.elapsed.as_secs_f64(),
+        summary.throughput,
+        summary.p50_ms,
+        summary.p99_ms,
+        summary.max_ms,
         over_1s * 100.0,
         ingest.errors
     );
@@ -119,31 +116,20 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         println!("          error: {e}");
     }
     println!(
-        "baseline: {} single-row INSERTs in {:.1} s = {baseline_per_s:.0}/s; p50 {:.1} ms, p99 {:.1} ms; errors {}",
+        "baseline: {} single-row INSERTs in {:.1} s = {:.0}/s; p50 {:.1} ms, p99 {:.1} ms; errors {}",
         baseline.ok,
         baseline.elapsed.as_secs_f64(),
+        summary.baseline,
         baseline.quantile_ms(0.5),
         baseline.quantile_ms(0.99),
         baseline.errors
     );
-    println!("ratio:    {ratio:.2} (goal: at least 1.0, median under 250 ms, under 1% over 1 s)");
     println!(
-        "{}",
-        serde_json::json!({
-            "name": "ingest",
-            "throughput_per_s": round(throughput),
-            "baseline_per_s": round(baseline_per_s),
-            "ratio": round(ratio),
-            "p50_ms": round(p50),
-            "p99_ms": round(p99),
-            "max_ms": round(max),
-            "over_1s_share": over_1s,
-            "errors": ingest.errors,
-            "concurrency": args.load.concurrency,
-            "duration_s": args.load.duration.as_secs_f64(),
-            "rounds": args.load.rounds.max(1),
-        })
+        "ratio:    {:.2} (goal: at least 1.0, median under 250 ms, under 1% over 1 s)",
+        summary.ratio
     );
+    let extra = serde_json::json!({"over_1s_share": over_1s, "errors": ingest.errors});
+    println!("{}", summary.json_line("ingest", &args.load, extra));
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use wamesh_ratelimit::policy::whatsapp;
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::Shutdown;
 
-use super::{LoadArgs, Measured, drive, round};
+use super::{Comparison, LoadArgs, Measured, drive, round};
 
 #[derive(Debug, Clone, Args)]
 pub struct RatelimitBench {
@@ -144,27 +144,25 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         stop.cancel();
     }
 
-    let throughput = grpc.per_second();
-    let baseline_per_s = baseline.per_second();
-    let ratio = throughput / baseline_per_s.max(1e-9);
-    let (p50, p99, max) = (
-        grpc.quantile_ms(0.5),
-        grpc.quantile_ms(0.99),
-        grpc.quantile_ms(1.0),
-    );
+    let summary = Comparison::of(&grpc, &baseline);
     println!(
-        "grpc:     {} decisions in {:.1} s = {throughput:.0}/s; p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms; errors {}",
+        "grpc:     {} decisions in {:.1} s = {:.0}/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; errors {}",
         grpc.ok,
         grpc.elapsed.as_secs_f64(),
+        summary.throughput,
+        summary.p50_ms,
+        summary.p99_ms,
+        summary.max_ms,
         grpc.errors
     );
     for e in &grpc.error_samples {
         println!("          error: {e}");
     }
     println!(
-        "baseline: {} scripts straight to Redis in {:.1} s = {baseline_per_s:.0}/s; p50 {:.2} ms, p99 {:.2} ms; errors {}",
+        "baseline: {} scripts straight to Redis in {:.1} s = {:.0}/s; p50 {:.2} ms, p99 {:.2} ms; errors {}",
         baseline.ok,
         baseline.elapsed.as_secs_f64(),
+        summary.baseline,
         baseline.quantile_ms(0.5),
         baseline.quantile_ms(0.99),
         baseline.errors
@@ -184,28 +182,20 @@ pub async fn run(args: RatelimitBench) -> anyhow::Result<()> {
         micros(baseline_cpu.this_process, baseline.ok),
         micros(baseline_cpu.redis, baseline.ok),
     );
-    println!("ratio:    {ratio:.2} (goal: at least 0.8, p99 under 5 ms)");
     println!(
-        "{}",
-        serde_json::json!({
-            "name": "ratelimit",
-            "throughput_per_s": round(throughput),
-            "baseline_per_s": round(baseline_per_s),
-            "ratio": round(ratio),
-            "p50_ms": round(p50),
-            "p99_ms": round(p99),
-            "max_ms": round(max),
-            "errors": grpc.errors + baseline.errors,
-            "concurrency": args.load.concurrency,
-            "connections": args.connections,
-            "rpc": args.rpc.as_str(),
-            "duration_s": args.load.duration.as_secs_f64(),
-            "rounds": args.load.rounds.max(1),
-            "grpc_cpu_us_per_decision": round(grpc_cpu.this_process * 1e6 / grpc.ok.max(1) as f64),
-            "grpc_redis_cpu_us_per_decision": round(grpc_cpu.redis * 1e6 / grpc.ok.max(1) as f64),
-            "baseline_redis_cpu_us_per_decision": round(baseline_cpu.redis * 1e6 / baseline.ok.max(1) as f64),
-        })
+        "ratio:    {:.2} (goal: at least 0.8, p99 under 5 ms)",
+        summary.ratio
     );
+    let per_decision = |seconds: f64, count: u64| round(seconds * 1e6 / count.max(1) as f64);
+    let extra = serde_json::json!({
+        "errors": grpc.errors + baseline.errors,
+        "connections": args.connections,
+        "rpc": args.rpc.as_str(),
+        "grpc_cpu_us_per_decision": per_decision(grpc_cpu.this_process, grpc.ok),
+        "grpc_redis_cpu_us_per_decision": per_decision(grpc_cpu.redis, grpc.ok),
+        "baseline_redis_cpu_us_per_decision": per_decision(baseline_cpu.redis, baseline.ok),
+    });
+    println!("{}", summary.json_line("ratelimit", &args.load, extra));
     Ok(())
 }
 
