@@ -119,9 +119,10 @@ async fn check_and_store(
     match reply {
         Ok(stored) => Ok(Json(serde_json::json!({
             "delivery_id": stored.delivery_id,
-            "duplicate": stored.duplicate_body,
+            "duplicate": stored.duplicate,
             "new_messages": stored.new_messages,
             "new_statuses": stored.new_statuses,
+            "new_events": stored.new_events,
         }))),
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "messaging did not store the webhook");

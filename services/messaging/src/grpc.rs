@@ -57,18 +57,15 @@ impl MessagingService {
             updates,
         };
         let outcome = self.ingestor.ingest(incoming).await?;
-        let duplicate = if outcome.duplicate_body {
-            "true"
-        } else {
-            "false"
-        };
+        let duplicate = if outcome.duplicate { "true" } else { "false" };
         metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => duplicate).increment(1);
         Ok(pb::IngestWebhookResponse {
             delivery_id: outcome.delivery_id,
-            duplicate_body: outcome.duplicate_body,
+            duplicate: outcome.duplicate,
             counts: Some(counts(outcome.counts)),
             new_messages: outcome.new_messages,
             new_statuses: outcome.new_statuses,
+            new_events: outcome.new_events,
         })
     }
 
@@ -261,7 +258,7 @@ impl pb::messaging_server::Messaging for MessagingService {
             stored_at_unix_ms: d.stored_at_ms,
             size_bytes: d.size_bytes as u64,
             body_sha256: d.body_sha256,
-            duplicate_body: d.duplicate_body,
+            duplicate: d.duplicate,
             counts: Some(pb::UpdateCounts {
                 messages: d.messages as u32,
                 statuses: d.statuses as u32,

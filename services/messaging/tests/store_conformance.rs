@@ -51,9 +51,10 @@ macro_rules! conformance {
 
 conformance!(
     every_corpus_payload_is_stored_and_readable,
-    the_same_webhook_in_two_batches_is_a_duplicate_body,
+    the_same_webhook_in_two_batches_is_a_duplicate,
     the_same_webhook_three_times_in_one_batch_is_stored_once,
     the_same_wamid_in_two_different_webhooks_is_stored_once,
+    a_repeated_event_is_a_duplicate_and_an_empty_webhook_never_is,
     concurrent_ingests_of_the_same_webhook_store_one_message,
     statuses_move_the_state_forward_only,
     an_echo_arriving_after_its_status_fills_in_the_message,
@@ -289,6 +290,7 @@ async fn every_corpus_payload_is_stored_and_readable(store: Arc<dyn Store>) {
     let mut status_stubs: HashSet<String> = HashSet::new();
     let mut best_status: HashMap<String, Option<DeliveryStatus>> = HashMap::new();
     let mut expected_events: HashMap<String, (String, &'static str, String)> = HashMap::new();
+    let mut seen_statuses: HashSet<(String, String)> = HashSet::new();
 
     for (n, (name, body)) in corpus.iter().enumerate() {
         let webhook = incoming_bytes(body.clone(), 1_700_000_000_000 + n as i64);
@@ -315,10 +317,31 @@ async fn every_corpus_payload_is_stored_and_readable(store: Arc<dyn Store>) {
             "{name}"
         );
         assert_eq!(delivery.new_messages as u32, outcome.new_messages, "{name}");
-        assert!(
-            !outcome.duplicate_body,
-            "{name}: every corpus body is distinct"
+        // Ids repeat across files: a webhook whose every update came in an earlier file changed
+        // nothing, and only that is a duplicate.
+        let brings_news = updates.messages.iter().any(|m| {
+            !first_raw.contains_key(&(m.wamid.clone(), Direction::from(m.direction).as_str()))
+        }) || updates
+            .statuses
+            .iter()
+            .any(|s| !seen_statuses.contains(&(s.wamid.clone(), s.status.clone())))
+            || updates
+                .other
+                .iter()
+                .map(|o| &o.dedup_key)
+                .chain(updates.errors.iter().map(|e| &e.dedup_key))
+                .any(|key| !expected_events.contains_key(key));
+        let held = updates.messages.len()
+            + updates.statuses.len()
+            + updates.other.len()
+            + updates.errors.len();
+        assert_eq!(
+            outcome.duplicate,
+            held > 0 && !brings_news,
+            "{name}: duplicate exactly when it brought nothing new: {outcome:?}"
         );
+        assert_eq!(delivery.duplicate, outcome.duplicate, "{name}");
+        assert_eq!(delivery.new_events as u32, outcome.new_events, "{name}");
 
         for m in &updates.messages {
             let direction = Direction::from(m.direction);
@@ -340,6 +363,7 @@ async fn every_corpus_payload_is_stored_and_readable(store: Arc<dyn Store>) {
         }
         for s in &updates.statuses {
             status_stubs.insert(s.wamid.clone());
+            seen_statuses.insert((s.wamid.clone(), s.status.clone()));
             let best = best_status.entry(s.wamid.clone()).or_insert(None);
             *best = (*best).max(DeliveryStatus::parse(&s.status));
             let stored = outbound(&*store, &s.wamid).await;
@@ -464,14 +488,14 @@ async fn every_corpus_payload_is_stored_and_readable(store: Arc<dyn Store>) {
 }
 
 /// 2. A retry of the same body in a later batch.
-async fn the_same_webhook_in_two_batches_is_a_duplicate_body(store: Arc<dyn Store>) {
+async fn the_same_webhook_in_two_batches_is_a_duplicate(store: Arc<dyn Store>) {
     let webhook = text_webhook(PHONE, "15551230001", "wamid.dup2", 1_700_000_100, "hello");
     let first = ingest_one(&*store, incoming(&webhook, 1_000)).await;
     let second = ingest_one(&*store, incoming(&webhook, 2_000)).await;
 
-    assert!(!first.duplicate_body);
+    assert!(!first.duplicate);
     assert_eq!(first.new_messages, 1);
-    assert!(second.duplicate_body);
+    assert!(second.duplicate);
     assert_eq!(second.new_messages, 0);
     assert_eq!(second.counts, first.counts, "the same updates were seen");
 
@@ -487,8 +511,12 @@ async fn the_same_webhook_in_two_batches_is_a_duplicate_body(store: Arc<dyn Stor
             .expect("get_delivery")
             .expect("logged");
         assert_eq!(delivery.received_at_ms, received_at_ms);
-        assert_eq!(delivery.duplicate_body, outcome.duplicate_body);
-        assert_eq!(delivery.body, bytes(&webhook));
+        assert_eq!(delivery.duplicate, outcome.duplicate);
+        assert_eq!(
+            delivery.body,
+            bytes(&webhook),
+            "every delivery keeps its body"
+        );
     }
 }
 
@@ -499,10 +527,10 @@ async fn the_same_webhook_three_times_in_one_batch_is_stored_once(store: Arc<dyn
     let outcomes = store.ingest(&batch, 5_000).await.expect("ingest");
 
     assert_eq!(outcomes.len(), 3);
-    assert!(!outcomes[0].duplicate_body);
+    assert!(!outcomes[0].duplicate);
     assert_eq!(outcomes[0].new_messages, 1);
     for o in &outcomes[1..] {
-        assert!(o.duplicate_body, "later slots are duplicates: {o:?}");
+        assert!(o.duplicate, "later slots are duplicates: {o:?}");
         assert_eq!(o.new_messages, 0);
     }
     let ids: BTreeSet<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
@@ -535,7 +563,10 @@ async fn the_same_wamid_in_two_different_webhooks_is_stored_once(store: Arc<dyn 
     let a = ingest_one(&*store, incoming(&first, 1_000)).await;
     let b = ingest_one(&*store, incoming(&second, 2_000)).await;
     assert_eq!(a.new_messages, 1);
-    assert!(!b.duplicate_body, "a different body");
+    assert!(
+        b.duplicate,
+        "a different body, but nothing new in it: {b:?}"
+    );
     assert_eq!(b.new_messages, 0);
 
     let messages = all_messages(&*store, PHONE, "15551230003", 10).await;
@@ -546,6 +577,35 @@ async fn the_same_wamid_in_two_different_webhooks_is_stored_once(store: Arc<dyn 
         "the first one stored wins"
     );
     assert_eq!(messages[0].timestamp_s, 1_700_000_300);
+}
+
+/// 4b. Events count as updates: the same account update again changed nothing. A webhook that
+/// held no update at all is logged, but is not a duplicate of anything.
+async fn a_repeated_event_is_a_duplicate_and_an_empty_webhook_never_is(store: Arc<dyn Store>) {
+    let value = json!({ "phone_number": "15550001111", "event": "VERIFIED_ACCOUNT" });
+    let event = envelope("account_update", value);
+    let first = ingest_one(&*store, incoming(&event, 1_000)).await;
+    let again = ingest_one(&*store, incoming(&event, 2_000)).await;
+    assert_eq!((first.new_events, first.duplicate), (1, false), "{first:?}");
+    assert_eq!((again.new_events, again.duplicate), (0, true), "{again:?}");
+    let logged = store
+        .get_delivery(again.delivery_id)
+        .await
+        .expect("get_delivery")
+        .expect("logged");
+    assert_eq!((logged.new_events, logged.duplicate), (0, true));
+
+    let empty = json!({ "object": "whatsapp_business_account", "entry": [] });
+    for received_at_ms in [3_000, 4_000] {
+        let outcome = ingest_one(&*store, incoming(&empty, received_at_ms)).await;
+        assert!(!outcome.duplicate, "nothing to repeat: {outcome:?}");
+        let logged = store
+            .get_delivery(outcome.delivery_id)
+            .await
+            .expect("get_delivery")
+            .expect("an empty webhook is logged too");
+        assert_eq!(logged.body, bytes(&empty));
+    }
 }
 
 /// 5. Three concurrent ingests (three transactions on Postgres) of one webhook.
@@ -566,7 +626,7 @@ async fn concurrent_ingests_of_the_same_webhook_store_one_message(store: Arc<dyn
         "{outcomes:?}"
     );
     assert_eq!(
-        outcomes.iter().filter(|o| !o.duplicate_body).count(),
+        outcomes.iter().filter(|o| !o.duplicate).count(),
         1,
         "{outcomes:?}"
     );

@@ -91,7 +91,7 @@ async fn the_same_webhook_posted_three_times_at_once_is_stored_once(backend: Bac
         .count();
     assert_eq!(
         first_copies, 1,
-        "exactly one answer is not a duplicate body: {answers:?}"
+        "exactly one answer is not a duplicate: {answers:?}"
     );
     let conversation = reads::conversation(&mesh.grpc(), "15551230005", 50).await;
     assert_eq!(conversation.len(), 1, "{conversation:?}");

@@ -17,7 +17,7 @@ use wamesh_whatsapp::Updates;
 #[derive(Debug, Clone)]
 pub struct IncomingWebhook {
     pub raw_body: Vec<u8>,
-    /// Hex SHA-256 of `raw_body`: a retry of the same body is recognised by it.
+    /// Hex SHA-256 of `raw_body`, kept in the delivery log.
     pub body_sha256: String,
     pub received_at_ms: i64,
     pub verified_by: String,
@@ -38,10 +38,13 @@ pub struct UpdateCounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub delivery_id: i64,
-    pub duplicate_body: bool,
+    /// It held updates and every one was stored before (a retry by Meta).
+    pub duplicate: bool,
     pub counts: UpdateCounts,
     pub new_messages: u32,
     pub new_statuses: u32,
+    /// Other fields and value.errors items that were new.
+    pub new_events: u32,
 }
 
 /// How a message is looked up.
@@ -147,7 +150,7 @@ pub struct StoredDelivery {
     pub received_at_ms: i64,
     pub stored_at_ms: i64,
     pub size_bytes: i64,
-    pub duplicate_body: bool,
+    pub duplicate: bool,
     pub verified_by: String,
     pub messages: i32,
     pub statuses: i32,
@@ -156,6 +159,7 @@ pub struct StoredDelivery {
     pub other_fields: i32,
     pub new_messages: i32,
     pub new_statuses: i32,
+    pub new_events: i32,
     pub body: Vec<u8>,
 }
 

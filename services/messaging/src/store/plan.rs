@@ -3,7 +3,7 @@
 //! Rows are deduplicated inside the batch (the first webhook to carry an update owns it) and
 //! sorted by key, so that concurrent transactions on several messaging replicas lock rows in
 //! the same order and cannot deadlock each other.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use wamesh_whatsapp::{ApiError, DeliveryStatus, MessageUpdate, StatusUpdate};
 
@@ -11,7 +11,6 @@ use super::{IncomingWebhook, IngestOutcome, UpdateCounts};
 
 /// Every row one batch writes. `slot` is the index of the webhook in the batch.
 pub struct BatchPlan<'a> {
-    pub bodies: Vec<(&'a str, &'a [u8], i64)>,
     pub messages: Vec<(usize, &'a MessageUpdate)>,
     pub statuses: Vec<(usize, &'a StatusUpdate)>,
     /// Per outbound wamid: the highest ranked status of the batch (or an unranked one).
@@ -56,7 +55,6 @@ pub struct EventRow<'a> {
 
 impl<'a> BatchPlan<'a> {
     pub fn new(batch: &'a [IncomingWebhook]) -> Self {
-        let mut bodies = BTreeMap::new();
         let mut messages = BTreeMap::new();
         let mut statuses = BTreeMap::new();
         let mut states: BTreeMap<&str, StateRow> = BTreeMap::new();
@@ -64,11 +62,6 @@ impl<'a> BatchPlan<'a> {
         let mut events = BTreeMap::new();
         for (slot, webhook) in batch.iter().enumerate() {
             let updates = &webhook.updates;
-            bodies.entry(webhook.body_sha256.as_str()).or_insert((
-                webhook.body_sha256.as_str(),
-                webhook.raw_body.as_slice(),
-                webhook.received_at_ms,
-            ));
             for m in &updates.messages {
                 let direction = super::Direction::from(m.direction).as_str();
                 messages
@@ -138,7 +131,6 @@ impl<'a> BatchPlan<'a> {
             }
         }
         Self {
-            bodies: bodies.into_values().collect(),
             messages: messages.into_values().collect(),
             statuses: statuses.into_values().collect(),
             states: states.into_values().collect(),
@@ -147,27 +139,31 @@ impl<'a> BatchPlan<'a> {
         }
     }
 
-    /// The outcome of each webhook, from what the database reported as newly inserted.
+    /// The outcome of each webhook, from the slots that brought what the database reported as
+    /// newly inserted. A webhook is a duplicate when it held updates and none of them was new:
+    /// a retry by Meta, or the same updates again in another body.
     pub fn outcomes(
         batch: &[IncomingWebhook],
         delivery_ids: &[i64],
-        new_bodies: &HashSet<String>,
-        new_message_slots: &[usize],
-        new_status_slots: &[usize],
+        new: &NewRows,
     ) -> Vec<IngestOutcome> {
-        let mut body_owner: HashMap<&str, usize> = HashMap::new();
+        let count =
+            |slots: &[usize], slot: usize| slots.iter().filter(|s| **s == slot).count() as u32;
         batch
             .iter()
             .enumerate()
             .map(|(slot, webhook)| {
-                let owner = *body_owner
-                    .entry(webhook.body_sha256.as_str())
-                    .or_insert(slot);
                 let [messages, statuses, contacts, errors, other_fields] =
                     webhook.updates.counts().map(|n| n as u32);
+                let (new_messages, new_statuses, new_events) = (
+                    count(&new.message_slots, slot),
+                    count(&new.status_slots, slot),
+                    count(&new.event_slots, slot),
+                );
+                let held = messages + statuses + errors + other_fields;
                 IngestOutcome {
                     delivery_id: delivery_ids[slot],
-                    duplicate_body: owner != slot || !new_bodies.contains(&webhook.body_sha256),
+                    duplicate: held > 0 && new_messages + new_statuses + new_events == 0,
                     counts: UpdateCounts {
                         messages,
                         statuses,
@@ -175,12 +171,22 @@ impl<'a> BatchPlan<'a> {
                         errors,
                         other_fields,
                     },
-                    new_messages: new_message_slots.iter().filter(|s| **s == slot).count() as u32,
-                    new_statuses: new_status_slots.iter().filter(|s| **s == slot).count() as u32,
+                    new_messages,
+                    new_statuses,
+                    new_events,
                 }
             })
             .collect()
     }
+}
+
+/// The slots whose messages, statuses and events were new to the database (one entry per
+/// new row, so a slot may appear several times).
+#[derive(Debug, Default)]
+pub struct NewRows {
+    pub message_slots: Vec<usize>,
+    pub status_slots: Vec<usize>,
+    pub event_slots: Vec<usize>,
 }
 
 fn contact_row<'m>(

@@ -1,14 +1,13 @@
 //! The Postgres store (production). A whole batch is ONE call of the `wamesh_ingest_batch`
-//! function (migration 0002) with one array per column, which writes every table with
+//! function (migrations 0002, 0003, 0005) with one array per column, which writes every table with
 //! `INSERT ... SELECT FROM unnest(...)` in the call's implicit transaction: one round trip and one
 //! WAL flush per batch, whatever its size.
-use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::plan::{BatchPlan, errors_json};
+use super::plan::{BatchPlan, NewRows, errors_json};
 use super::*;
 
 /// Postgres behind a connection pool.
@@ -44,30 +43,22 @@ impl Store for PgStore {
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
         let mut conn = self.pool.acquire().await.map_err(StoreError::connecting)?;
-        // One statement, so one implicit transaction and one round trip (migration 0002).
-        let rows: Vec<(String, i32, i64, Option<String>)> =
-            bind_batch(INGEST_BATCH, &plan, batch, stored_at_ms)
-                .fetch_all(&mut *conn)
-                .await?;
+        // One statement, so one implicit transaction and one round trip (migration 0005).
+        let rows: Vec<(String, i32, i64)> = bind_batch(INGEST_BATCH, &plan, batch, stored_at_ms)
+            .fetch_all(&mut *conn)
+            .await?;
         let mut delivery_ids = vec![0; batch.len()];
-        let (mut new_bodies, mut new_messages, mut new_statuses) =
-            (HashSet::new(), Vec::new(), Vec::new());
-        for (kind, slot, id, key) in rows {
+        let mut new = NewRows::default();
+        for (kind, slot, id) in rows {
             let slot = slot as usize;
             match kind.as_str() {
                 "delivery" => delivery_ids[slot] = id,
-                "body" => drop(new_bodies.insert(key.unwrap_or_default())),
-                "message" => new_messages.push(slot),
-                _ => new_statuses.push(slot),
+                "message" => new.message_slots.push(slot),
+                "status" => new.status_slots.push(slot),
+                _ => new.event_slots.push(slot),
             }
         }
-        Ok(BatchPlan::outcomes(
-            batch,
-            &delivery_ids,
-            &new_bodies,
-            &new_messages,
-            &new_statuses,
-        ))
+        Ok(BatchPlan::outcomes(batch, &delivery_ids, &new))
     }
 
     async fn get_message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
@@ -159,12 +150,12 @@ impl Store for PgStore {
     }
 
     async fn get_delivery(&self, id: i64) -> Result<Option<StoredDelivery>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT d.*, b.body FROM webhook_deliveries d JOIN webhook_bodies b ON b.sha256 = d.body_sha256 WHERE d.id = $1",
+        Ok(
+            sqlx::query_as("SELECT * FROM webhook_deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     async fn list_events(
@@ -195,18 +186,14 @@ impl Store for PgStore {
     }
 }
 
-const INGEST_BATCH: &str = "SELECT kind, slot, id, key FROM wamesh_ingest_batch(
+const INGEST_BATCH: &str = "SELECT kind, slot, id FROM wamesh_ingest_batch(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
     $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40,
     $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60,
-    $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73, $74)";
+    $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72)";
 
-type BatchQuery<'q> = sqlx::query::QueryAs<
-    'q,
-    sqlx::Postgres,
-    (String, i32, i64, Option<String>),
-    sqlx::postgres::PgArguments,
->;
+type BatchQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, (String, i32, i64), sqlx::postgres::PgArguments>;
 
 /// Binds a planned batch as the arrays `wamesh_ingest_batch` takes, in its parameter order.
 fn bind_batch<'q>(
@@ -218,6 +205,7 @@ fn bind_batch<'q>(
     let counts = |i: usize| column(batch, |w| w.updates.counts()[i] as i32);
     let query = sqlx::query_as(sql)
         .bind(column(batch, |w| w.body_sha256.as_str()))
+        .bind(column(batch, |w| w.raw_body.as_slice()))
         .bind(column(batch, |w| w.received_at_ms))
         .bind(column(batch, |w| w.raw_body.len() as i64))
         .bind(column(batch, |w| w.verified_by.as_str()))
@@ -226,10 +214,7 @@ fn bind_batch<'q>(
         .bind(counts(2))
         .bind(counts(3))
         .bind(counts(4))
-        .bind(stored_at_ms)
-        .bind(column(&plan.bodies, |b| b.0))
-        .bind(column(&plan.bodies, |b| b.1))
-        .bind(column(&plan.bodies, |b| b.2));
+        .bind(stored_at_ms);
 
     let rows = &plan.messages;
     let text = |f: fn(&MessageUpdate) -> Option<&str>| column(rows, |(_, m)| f(m));

@@ -1,7 +1,6 @@
 //! The SQLite store (the embedded default). SQLite has one writer, so a batch is plain
 //! per-row statements in one `BEGIN IMMEDIATE` transaction; WAL with `synchronous = FULL` keeps
 //! every committed batch across crashes and power loss.
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::plan::{BatchPlan, errors_json};
+use super::plan::{BatchPlan, NewRows, errors_json};
 use super::*;
 
 /// SQLite behind a small pool (one writer at a time; readers run beside it in WAL mode).
@@ -59,20 +58,7 @@ impl Store for SqliteStore {
                 .await?;
         let delivery_ids: Vec<i64> = (1..=batch.len() as i64).map(|n| last_id + n).collect();
 
-        let mut new_bodies = HashSet::new();
-        for (sha, body, seen_ms) in &plan.bodies {
-            let done = sqlx::query("INSERT INTO webhook_bodies (sha256, body, first_seen_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-                .bind(*sha)
-                .bind(*body)
-                .bind(*seen_ms)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 1 {
-                new_bodies.insert((*sha).to_owned());
-            }
-        }
-
-        let mut new_message_slots = Vec::new();
+        let mut new = NewRows::default();
         for (slot, m) in &plan.messages {
             let media = m.media.as_ref();
             let done = sqlx::query(
@@ -127,11 +113,10 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                new_message_slots.push(*slot);
+                new.message_slots.push(*slot);
             }
         }
 
-        let mut new_status_slots = Vec::new();
         for (slot, s) in &plan.statuses {
             let done = sqlx::query(
                 "INSERT INTO message_statuses (wamid, status, timestamp_s, received_at_ms, delivery_id,
@@ -152,7 +137,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                new_status_slots.push(*slot);
+                new.status_slots.push(*slot);
             }
         }
 
@@ -200,7 +185,7 @@ impl Store for SqliteStore {
         }
 
         for e in &plan.events {
-            sqlx::query(
+            let done = sqlx::query(
                 "INSERT INTO webhook_events (dedup_key, delivery_id, received_at_ms, waba_id, business_phone_number_id,
                      field, kind, error_code, raw_json)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
@@ -216,27 +201,26 @@ impl Store for SqliteStore {
             .bind(e.raw_json)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() == 1 {
+                new.event_slots.push(e.slot);
+            }
         }
 
-        let outcomes = BatchPlan::outcomes(
-            batch,
-            &delivery_ids,
-            &new_bodies,
-            &new_message_slots,
-            &new_status_slots,
-        );
+        let outcomes = BatchPlan::outcomes(batch, &delivery_ids, &new);
         for (webhook, o) in batch.iter().zip(&outcomes) {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (id, body_sha256, received_at_ms, stored_at_ms, size_bytes, duplicate_body,
-                     verified_by, messages, statuses, contacts, errors, other_fields, new_messages, new_statuses)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO webhook_deliveries (id, body, body_sha256, received_at_ms, stored_at_ms, size_bytes,
+                     duplicate, verified_by, messages, statuses, contacts, errors, other_fields, new_messages,
+                     new_statuses, new_events)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(o.delivery_id)
+            .bind(&webhook.raw_body)
             .bind(&webhook.body_sha256)
             .bind(webhook.received_at_ms)
             .bind(stored_at_ms)
             .bind(webhook.raw_body.len() as i64)
-            .bind(o.duplicate_body)
+            .bind(o.duplicate)
             .bind(&webhook.verified_by)
             .bind(o.counts.messages)
             .bind(o.counts.statuses)
@@ -245,6 +229,7 @@ impl Store for SqliteStore {
             .bind(o.counts.other_fields)
             .bind(o.new_messages)
             .bind(o.new_statuses)
+            .bind(o.new_events)
             .execute(&mut *tx)
             .await?;
         }
@@ -342,12 +327,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_delivery(&self, id: i64) -> Result<Option<StoredDelivery>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT d.*, b.body FROM webhook_deliveries d JOIN webhook_bodies b ON b.sha256 = d.body_sha256 WHERE d.id = ?",
+        Ok(
+            sqlx::query_as("SELECT * FROM webhook_deliveries WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     async fn list_events(
