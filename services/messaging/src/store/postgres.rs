@@ -1,7 +1,7 @@
 //! The Postgres store (production). A whole batch is ONE call of the `wamesh_ingest_batch`
-//! function (migrations 0002, 0003, 0005) with one array per column, which writes every table with
-//! `INSERT ... SELECT` over the arrays' subscripts in the call's implicit transaction: one round trip and one
-//! WAL flush per batch, whatever its size.
+//! function (migrations 0002, 0003, 0005) with one array per column, which writes every table
+//! with `INSERT ... SELECT` over the arrays' subscripts in the call's implicit transaction: one
+//! round trip and one WAL flush per batch, whatever its size.
 use std::time::Duration;
 
 use async_trait::async_trait;
