@@ -27,6 +27,9 @@ pub enum Command {
     Messaging(MessagingArgs),
     /// Run the rate-limit service (gRPC; metrics and health on --metrics-addr).
     Ratelimit(RatelimitArgs),
+    /// Run the simulator of Meta's Graph API (`POST /{version}/{phone_number_id}/messages`,
+    /// everything received at `GET /_sim/messages`).
+    Simulator(SimulatorArgs),
     /// Create or update messaging's database schema, then exit.
     Migrate(StoreArgs),
     /// Measure the mesh against a baseline measured in the same run.
@@ -42,6 +45,7 @@ impl Command {
             Self::Gateway(_) => "gateway",
             Self::Messaging(_) => "messaging",
             Self::Ratelimit(_) => "ratelimit",
+            Self::Simulator(_) => "simulator",
             Self::Migrate(_) => "wamesh-migrate",
             Self::Bench(_) => "wamesh-bench",
         }
@@ -162,6 +166,20 @@ pub struct RatelimitArgs {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub limiter: LimiterArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "0.0.0.0:8090")]
+    pub addr: SocketAddr,
+    /// The bearer tokens it accepts, comma-separated (the access tokens messaging sends with).
+    #[arg(
+        long = "access-token",
+        env = "WAMESH_ACCESS_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub access_tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

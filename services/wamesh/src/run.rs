@@ -10,10 +10,11 @@ use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
+use wamesh_simulator::{Simulator, SimulatorConfig};
 
 use crate::cli::{
     BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
-    NumberArgs, RatelimitArgs, StoreArgs,
+    NumberArgs, RatelimitArgs, SimulatorArgs, StoreArgs,
 };
 use crate::mesh::{Mesh, MeshConfig};
 
@@ -23,6 +24,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Gateway(args) => gateway(args).await,
         Command::Messaging(args) => messaging(args).await,
         Command::Ratelimit(args) => ratelimit(args).await,
+        Command::Simulator(args) => simulator(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
@@ -199,6 +201,23 @@ pub fn ratelimit_config(args: &LimiterArgs) -> RateLimitConfig {
             ..LimiterConfig::default()
         },
     }
+}
+
+async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
+    let access_tokens: Vec<Secret> = args
+        .access_tokens
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .collect();
+    anyhow::ensure!(
+        !access_tokens.is_empty(),
+        "the simulator needs the access tokens it accepts: set WAMESH_ACCESS_TOKEN or --access-token"
+    );
+    let simulator = Simulator::build(SimulatorConfig { access_tokens });
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "simulator listening");
+    serve_until_signal(|stop| simulator.serve(listener, stop)).await
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {

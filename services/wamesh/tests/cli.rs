@@ -353,6 +353,86 @@ async fn ratelimit_serves_redis_buckets_with_metrics_and_readiness_and_stops_on_
     panic!("wamesh ratelimit did not stop within 30 s of SIGTERM");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_accepts_sends_with_its_token_records_them_and_stops_on_sigterm() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let refused = Command::new(BIN)
+        .args(["simulator", "--addr", "127.0.0.1:0"])
+        .env_remove("WAMESH_ACCESS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("wamesh simulator runs");
+    assert!(!refused.status.success(), "no token: it must not start");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("WAMESH_ACCESS_TOKEN"),
+        "the error names the setting: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["simulator", "--addr", &format!("127.0.0.1:{port}")])
+        .env("WAMESH_ACCESS_TOKEN", "tok-a,tok-b")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map(KillOnDrop)
+        .expect("wamesh simulator starts");
+    let http = reqwest::Client::new();
+    let send = |token: &'static str| {
+        http.post(format!("http://127.0.0.1:{port}/v23.0/1065/messages"))
+            .bearer_auth(token)
+            .json(
+                &serde_json::json!({"messaging_product": "whatsapp", "to": "15551234567",
+                                      "type": "text", "text": {"body": "hi"}}),
+            )
+            .send()
+    };
+    let mut answer = None;
+    for _ in 0..300 {
+        if let Ok(response) = send("tok-b").await {
+            answer = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = answer.expect("wamesh simulator listens");
+    assert_eq!(
+        answer.status(),
+        200,
+        "the second token of the list is accepted"
+    );
+    assert_eq!(send("tok-c").await.unwrap().status(), 401);
+    let recorded: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/_sim/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<_> = recorded["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["error_code"].clone())
+        .collect();
+    assert_eq!(codes, vec![serde_json::Value::Null, serde_json::json!(190)]);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..300 {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            assert!(exit.success(), "wamesh simulator exited with {exit}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("wamesh simulator did not stop within 30 s of SIGTERM");
+}
+
 /// A child process killed when the test ends, passed or failed.
 struct KillOnDrop(Child);
 
