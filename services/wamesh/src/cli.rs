@@ -196,6 +196,9 @@ pub struct DevArgs {
     pub database_url: Option<String>,
     #[arg(long, env = "WAMESH_RATELIMIT_ADDR", default_value = "127.0.0.1:50052")]
     pub ratelimit_addr: SocketAddr,
+    /// The simulator of Meta's Graph API.
+    #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
+    pub simulator_addr: SocketAddr,
     #[command(flatten)]
     pub limiter: LimiterArgs,
     #[command(flatten)]

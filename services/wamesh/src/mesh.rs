@@ -1,7 +1,8 @@
-//! The mesh in one process: rate-limit, messaging and the gateway on listeners the caller binds
-//! (port 0 in tests), stopped in the right order: the gateway first (it stops taking webhooks
-//! and finishes those in flight, which still need messaging), then messaging (which drains
-//! group commit), then rate-limit (which messaging's senders ask).
+//! The mesh in one process: the simulator, rate-limit, messaging and the gateway on listeners
+//! the caller binds (port 0 in tests), stopped in the right order: the gateway first (it stops
+//! taking webhooks and finishes those in flight, which still need messaging), then messaging
+//! (which drains group commit), then rate-limit (which messaging's senders ask), then the
+//! simulator (which they send to).
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
 use wamesh_ratelimit::{RateLimit, RateLimitConfig};
 use wamesh_runtime::shutdown::DRAIN_TIMEOUT;
 use wamesh_runtime::{BusinessNumber, Shutdown};
+use wamesh_simulator::{Simulator, SimulatorConfig};
 
 /// What to start.
 pub struct MeshConfig {
@@ -25,6 +27,8 @@ pub struct MeshConfig {
     pub ingest_timeout: Duration,
     /// The rate-limit service, when this mesh runs one.
     pub ratelimit: Option<(TcpListener, RateLimitConfig)>,
+    /// The simulator of Meta's Graph API, when this mesh runs one.
+    pub simulator: Option<(TcpListener, SimulatorConfig)>,
 }
 
 /// A running mesh.
@@ -35,9 +39,12 @@ pub struct Mesh {
     pub backend: &'static str,
     /// Where rate-limit listens, and its backend (`"redis"` or `"memory"`).
     pub ratelimit: Option<(SocketAddr, &'static str)>,
+    /// Where the simulator listens.
+    pub simulator: Option<SocketAddr>,
     gateway: Service,
     messaging: Service,
     ratelimit_service: Option<Service>,
+    simulator_service: Option<Service>,
 }
 
 struct Service {
@@ -103,6 +110,17 @@ async fn run_until(
 impl Mesh {
     /// Connects rate-limit's store, opens messaging's (migrating it), and starts the services.
     pub async fn start(config: MeshConfig) -> anyhow::Result<Self> {
+        let (simulator, simulator_service) = match config.simulator {
+            Some((listener, simulator_config)) => {
+                let addr = listener.local_addr()?;
+                let simulator = Simulator::build(simulator_config);
+                (
+                    Some(addr),
+                    Some(spawn("simulator", |stop| simulator.serve(listener, stop))),
+                )
+            }
+            None => (None, None),
+        };
         let (ratelimit, ratelimit_service) = match config.ratelimit {
             Some((listener, ratelimit_config)) => {
                 let addr = listener.local_addr()?;
@@ -143,13 +161,16 @@ impl Mesh {
             messaging_addr,
             backend,
             ratelimit,
+            simulator,
             gateway,
             messaging,
             ratelimit_service,
+            simulator_service,
         })
     }
 
-    /// Stops the gateway, then messaging, then rate-limit, each draining what it has in flight.
+    /// Stops the gateway, then messaging, rate-limit and the simulator, each draining what it
+    /// has in flight.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.run_until(async {}).await
     }
@@ -160,6 +181,7 @@ impl Mesh {
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut services = vec![self.gateway, self.messaging];
         services.extend(self.ratelimit_service);
+        services.extend(self.simulator_service);
         run_until(services, signal).await
     }
 }

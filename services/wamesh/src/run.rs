@@ -43,6 +43,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let number = dev_number(&args.number, &args.data_dir)?;
     let mut numbers = vec![number.clone()];
     numbers.extend(numbers_file(&args.number)?);
+    // The simulator takes the tokens messaging will send with.
+    let access_tokens = numbers
+        .iter()
+        .filter_map(|n| n.access_token.clone())
+        .collect();
     let mesh = Mesh::start(MeshConfig {
         gateway_listener: bind(args.gateway_addr).await?,
         messaging_listener: bind(args.messaging_addr).await?,
@@ -54,6 +59,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ratelimit: Some((
             bind(args.ratelimit_addr).await?,
             ratelimit_config(&args.limiter),
+        )),
+        simulator: Some((
+            bind(args.simulator_addr).await?,
+            SimulatorConfig { access_tokens },
         )),
     })
     .await?;
@@ -71,6 +80,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             "  ratelimit  grpc://{addr}  (wamesh.ratelimit.v1.RateLimiter, buckets in {backend})"
         );
     }
+    if let Some(addr) = mesh.simulator {
+        println!(
+            "  simulator  http://{addr}  (Meta's Graph API: POST /v23.0/{{phone_number_id}}/messages, GET /_sim/messages)"
+        );
+    }
     if args.number.app_secret.is_none() {
         println!(
             "  development credentials (kept in {}):",
@@ -78,6 +92,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         );
         println!("    WAMESH_APP_SECRET={}", number.app_secret.expose());
         println!("    WAMESH_VERIFY_TOKEN={}", number.verify_token.expose());
+        if let Some(token) = &number.access_token {
+            println!("    WAMESH_ACCESS_TOKEN={}", token.expose());
+        }
     }
     println!("Ctrl-C stops it.");
     mesh.run_until(wait_for_signal()).await

@@ -21,6 +21,7 @@ struct Dev {
     gateway: String,
     messaging: String,
     ratelimit: String,
+    simulator: String,
 }
 
 impl Dev {
@@ -40,10 +41,13 @@ impl Dev {
                 "127.0.0.1:0",
                 "--ratelimit-addr",
                 "127.0.0.1:0",
+                "--simulator-addr",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
             .env_remove("WAMESH_APP_SECRET")
+            .env_remove("WAMESH_ACCESS_TOKEN")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
@@ -59,8 +63,9 @@ impl Dev {
                 let _ = lines.send(line);
             }
         });
-        let (mut gateway, mut messaging, mut ratelimit) = (None, None, None);
-        while gateway.is_none() || messaging.is_none() || ratelimit.is_none() {
+        let (mut gateway, mut messaging, mut ratelimit, mut simulator) = (None, None, None, None);
+        while gateway.is_none() || messaging.is_none() || ratelimit.is_none() || simulator.is_none()
+        {
             let line = received
                 .recv_timeout(Duration::from_secs(60))
                 .expect("wamesh dev prints its addresses");
@@ -74,12 +79,14 @@ impl Dev {
                 messaging.or_else(|| word("messaging").map(|m| m.replace("grpc://", "http://")));
             ratelimit =
                 ratelimit.or_else(|| word("ratelimit").map(|m| m.replace("grpc://", "http://")));
+            simulator = simulator.or_else(|| word("simulator"));
         }
         Self {
             child,
             gateway: gateway.unwrap(),
             messaging: messaging.unwrap(),
             ratelimit: ratelimit.unwrap(),
+            simulator: simulator.unwrap(),
         }
     }
 
@@ -126,10 +133,14 @@ fn rand_id() -> u64 {
 }
 
 fn app_secret(data_dir: &Path) -> String {
+    dev_secret(data_dir, "app_secret")
+}
+
+fn dev_secret(data_dir: &Path, name: &str) -> String {
     let text =
         std::fs::read_to_string(data_dir.join("dev-secrets.json")).expect("dev secrets written");
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    value["app_secret"].as_str().unwrap().to_owned()
+    value[name].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +170,24 @@ async fn dev_serves_webhooks_stops_on_sigterm_and_keeps_them_across_a_restart() 
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+
+    // The simulator takes the generated access token, and only it.
+    for (token, status) in [
+        (dev_secret(&data_dir, "access_token"), 200),
+        ("other".into(), 401),
+    ] {
+        let sent = reqwest::Client::new()
+            .post(format!("{}/v23.0/1065/messages", dev.simulator))
+            .bearer_auth(token)
+            .json(
+                &serde_json::json!({"messaging_product": "whatsapp", "to": "15551234567",
+                                      "type": "text", "text": {"body": "hi"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), status);
+    }
 
     let channel = tonic::transport::Channel::from_shared(dev.messaging.clone())
         .unwrap()

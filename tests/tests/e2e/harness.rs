@@ -71,7 +71,7 @@ pub struct TestMesh {
 }
 
 enum Services {
-    Whole(Mesh),
+    Whole(Box<Mesh>),
     Split {
         gateway: Running,
         messaging: Option<Running>,
@@ -156,6 +156,7 @@ impl TestMesh {
             numbers,
             ingest_timeout,
             ratelimit: None,
+            simulator: None,
         })
         .await
         .unwrap_or_else(|e| panic!("starting the mesh on {}: {e:#}", backend.name()));
@@ -171,7 +172,7 @@ impl TestMesh {
             verify_token,
             gateway_addr,
             messaging_addr,
-            Services::Whole(mesh),
+            Services::Whole(Box::new(mesh)),
         )
         .await
     }

@@ -180,6 +180,7 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
         }],
         ingest_timeout: Duration::from_secs(10),
         ratelimit: None,
+        simulator: None,
     })
     .await
 }
