@@ -59,6 +59,30 @@ impl GraphError {
         }
     }
 
+    /// 130429: the business number's throughput is used up.
+    pub fn throughput() -> Self {
+        Self {
+            http_status: StatusCode::BAD_REQUEST,
+            code: 130429,
+            kind: "OAuthException",
+            title: "Rate limit hit",
+            details: "Cloud API message throughput has been reached.".to_owned(),
+        }
+    }
+
+    /// 131056: too many messages to the same user in a short time.
+    pub fn pair_rate() -> Self {
+        Self {
+            http_status: StatusCode::BAD_REQUEST,
+            code: 131056,
+            kind: "OAuthException",
+            title: "(Business Account, Consumer Account) pair rate limit hit",
+            details: "Message failed to send because there were too many messages sent from this \
+                      phone number to the same phone number in a short period of time."
+                .to_owned(),
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({"error": {
             "message": format!("(#{}) {}", self.code, self.title),

@@ -6,11 +6,14 @@
 //! - [`record`]: everything received, accepted or refused, exposed at `GET /_sim/messages`
 //!   so tests assert exactly what Meta would have seen, duplicates included.
 //!
-//! Still to come (issue 4): throughput and pair-rate errors, the 24-hour window, templates,
+//! - [`limits`]: per-number throughput (130429) and per-recipient pair rate (131056).
+//!
+//! Still to come (issue 4): the 24-hour window, templates,
 //! status webhooks, simulated users, and configurable latency, error and drop rates.
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod limits;
 pub mod record;
 pub mod send;
 pub mod validate;
@@ -22,6 +25,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use wamesh_runtime::{Secret, Shutdown};
 
+pub use limits::SendLimits;
 pub use record::{Received, Recorder};
 
 /// What the simulator needs to start.
@@ -29,6 +33,7 @@ pub use record::{Received, Recorder};
 pub struct SimulatorConfig {
     /// Bearer tokens it accepts (the access tokens of the business numbers it plays Meta for).
     pub access_tokens: Vec<Secret>,
+    pub limits: SendLimits,
 }
 
 /// State shared by the handlers.
@@ -36,6 +41,7 @@ pub struct SimulatorConfig {
 pub struct SimState {
     pub tokens: Arc<Vec<Secret>>,
     pub recorder: Recorder,
+    pub limiter: Arc<limits::Limiter>,
 }
 
 /// A built simulator, ready to serve.
@@ -49,6 +55,7 @@ impl Simulator {
             state: SimState {
                 tokens: Arc::new(config.access_tokens),
                 recorder: Recorder::default(),
+                limiter: Arc::new(limits::Limiter::new(config.limits)),
             },
         }
     }

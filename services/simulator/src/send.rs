@@ -1,6 +1,7 @@
 //! `POST /{version}/{phone_number_id}/messages`: what Meta answers a send with. The token is
-//! checked first (190), then the body (Meta's codes, see [`crate::validate`]); an accepted
-//! message gets a fresh wamid. Every request is recorded, whatever the answer.
+//! checked first (190), then the body (Meta's codes, see [`crate::validate`]), then the
+//! sending limits (130429, 131056, see [`crate::limits`]); an accepted message gets a fresh
+//! wamid. Every request is recorded, whatever the answer.
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -30,7 +31,7 @@ pub async fn send(
         wamid: None,
         error_code: None,
     };
-    let answer = accept(&state, &headers, parsed);
+    let answer = accept(&state, &received.phone_number_id, &headers, parsed);
     match &answer {
         Ok((wamid, _)) => received.wamid = Some(wamid.clone()),
         Err(e) => {
@@ -45,6 +46,7 @@ pub async fn send(
 /// The wamid and the answer of an accepted message.
 fn accept(
     state: &SimState,
+    phone_number_id: &str,
     headers: &HeaderMap,
     parsed: Result<serde_json::Value, serde_json::Error>,
 ) -> Result<(String, serde_json::Value), GraphError> {
@@ -64,6 +66,7 @@ fn accept(
     crate::validate::message(&body)?;
     let to = body["to"].as_str().unwrap_or_default();
     let wa_id: String = to.chars().filter(char::is_ascii_digit).collect();
+    state.limiter.take(phone_number_id, &wa_id)?;
     let wamid = format!(
         "wamid.SIM{}",
         hex::encode(rand::random::<[u8; 16]>()).to_uppercase()

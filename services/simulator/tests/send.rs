@@ -1,8 +1,10 @@
 //! The simulator's send endpoint over real HTTP on port 0: Meta's answers, and the record of
 //! everything received.
 use serde_json::{Value, json};
+use std::time::Duration;
 use wamesh_runtime::{Secret, Shutdown};
-use wamesh_simulator::{Recorder, Simulator, SimulatorConfig};
+
+use wamesh_simulator::{Recorder, SendLimits, Simulator, SimulatorConfig};
 
 const TOKEN: &str = "sim-test-token";
 
@@ -15,9 +17,14 @@ struct Sim {
 
 impl Sim {
     async fn start() -> Self {
+        Self::start_with(SendLimits::default()).await
+    }
+
+    async fn start_with(limits: SendLimits) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let simulator = Simulator::build(SimulatorConfig {
             access_tokens: vec![Secret::new(TOKEN)],
+            limits,
         });
         let recorder = simulator.recorder();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -281,4 +288,44 @@ async fn lists_within_meta_limits_are_accepted_and_beyond_them_refused() {
             .contains("sections'][0]['title'] is required"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_number_over_its_throughput_gets_130429_and_a_pair_over_its_rate_131056() {
+    // Refills too slow to matter within the test (one token in 1,000 s and in an hour).
+    let sim = Sim::start_with(SendLimits {
+        throughput_per_s: 0.001,
+        throughput_burst: 3.0,
+        pair_burst: 2.0,
+        pair_interval: Duration::from_secs(3600),
+    })
+    .await;
+    let codes = |answers: &[(u16, Value)]| -> Vec<i64> {
+        answers
+            .iter()
+            .map(|(status, a)| if *status == 200 { 0 } else { refusal(a).0 })
+            .collect()
+    };
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(sim.send(Some(TOKEN), &text("15550000001", "again")).await);
+    }
+    assert_eq!(
+        codes(&answers),
+        vec![0, 0, 131056],
+        "a burst of 2 to one user"
+    );
+
+    let mut answers = Vec::new();
+    for to in ["15550000002", "15550000003"] {
+        answers.push(sim.send(Some(TOKEN), &text(to, "hi")).await);
+    }
+    assert_eq!(
+        codes(&answers),
+        vec![0, 130429],
+        "3 at once for the number: the refused pair send took none of them"
+    );
+    let recorded = sim.recorder.all();
+    assert_eq!(recorded.len(), 5);
+    assert_eq!(recorded.iter().filter(|r| r.wamid.is_some()).count(), 3);
 }

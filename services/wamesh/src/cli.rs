@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole mesh in one process (SQLite under ./data unless DATABASE_URL is set).
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// Run the REST gateway (webhooks, health, metrics).
     Gateway(GatewayArgs),
     /// Run the messaging service (gRPC; metrics and health on --metrics-addr).
@@ -180,6 +180,33 @@ pub struct SimulatorArgs {
         value_delimiter = ','
     )]
     pub access_tokens: Vec<String>,
+    #[command(flatten)]
+    pub limits: SimLimitArgs,
+}
+
+/// How fast the simulated Meta lets a business send.
+#[derive(Debug, Clone, Args)]
+pub struct SimLimitArgs {
+    /// Messages per second per business number, and a second's worth at once; over it: 130429.
+    #[arg(long, env = "WAMESH_SIMULATOR_THROUGHPUT", default_value_t = 80.0)]
+    pub sim_throughput: f64,
+    /// Messages to one recipient in a burst; over it: 131056.
+    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_BURST", default_value_t = 45.0)]
+    pub sim_pair_burst: f64,
+    /// One more message to the same recipient every this long.
+    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_INTERVAL", default_value = "6s", value_parser = parse_duration)]
+    pub sim_pair_interval: Duration,
+}
+
+impl SimLimitArgs {
+    pub fn limits(&self) -> wamesh_simulator::SendLimits {
+        wamesh_simulator::SendLimits {
+            throughput_per_s: self.sim_throughput,
+            throughput_burst: self.sim_throughput,
+            pair_burst: self.sim_pair_burst,
+            pair_interval: self.sim_pair_interval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -199,6 +226,8 @@ pub struct DevArgs {
     /// The simulator of Meta's Graph API.
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
     pub simulator_addr: SocketAddr,
+    #[command(flatten)]
+    pub simulator_limits: SimLimitArgs,
     #[command(flatten)]
     pub limiter: LimiterArgs,
     #[command(flatten)]

@@ -20,7 +20,7 @@ use crate::mesh::{Mesh, MeshConfig};
 
 pub async fn command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Dev(args) => dev(args).await,
+        Command::Dev(args) => dev(*args).await,
         Command::Gateway(args) => gateway(args).await,
         Command::Messaging(args) => messaging(args).await,
         Command::Ratelimit(args) => ratelimit(args).await,
@@ -62,7 +62,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )),
         simulator: Some((
             bind(args.simulator_addr).await?,
-            SimulatorConfig { access_tokens },
+            SimulatorConfig {
+                access_tokens,
+                limits: args.simulator_limits.limits(),
+            },
         )),
     })
     .await?;
@@ -231,7 +234,10 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
         !access_tokens.is_empty(),
         "the simulator needs the access tokens it accepts: set WAMESH_ACCESS_TOKEN or --access-token"
     );
-    let simulator = Simulator::build(SimulatorConfig { access_tokens });
+    let simulator = Simulator::build(SimulatorConfig {
+        access_tokens,
+        limits: args.limits.limits(),
+    });
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "simulator listening");
     serve_until_signal(|stop| simulator.serve(listener, stop)).await

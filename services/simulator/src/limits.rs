@@ -1,0 +1,111 @@
+//! Meta's sending limits as the simulator models them: a token bucket per business number
+//! (throughput, 130429) and one per (business number, recipient) (pair rate, 131056). A send
+//! takes one token of each, or, when either is short, none.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::GraphError;
+
+/// Buckets kept at most before the full ones are forgotten (a full bucket is as good as none).
+const MAX_BUCKETS: usize = 10_000;
+
+/// How fast Meta lets a business send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SendLimits {
+    /// Messages per second per business number (Meta: 80 by default, 1,000 upgraded).
+    pub throughput_per_s: f64,
+    /// Messages a number may send at once (Meta: about a second's worth).
+    pub throughput_burst: f64,
+    /// Messages to one recipient in a burst (Meta: up to 45).
+    pub pair_burst: f64,
+    /// One more message to the same recipient every this long (Meta: about 6 s).
+    pub pair_interval: Duration,
+}
+
+impl Default for SendLimits {
+    fn default() -> Self {
+        Self {
+            throughput_per_s: 80.0,
+            throughput_burst: 80.0,
+            pair_burst: 45.0,
+            pair_interval: Duration::from_secs(6),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The buckets of every number and pair.
+#[derive(Debug)]
+pub struct Limiter {
+    limits: SendLimits,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    pub fn new(limits: SendLimits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one send of `phone_number_id` to `wa_id`, or answers Meta's error.
+    pub fn take(&self, phone_number_id: &str, wa_id: &str) -> Result<(), GraphError> {
+        let now = Instant::now();
+        let number = (
+            format!("n:{phone_number_id}"),
+            self.limits.throughput_burst,
+            self.limits.throughput_per_s,
+        );
+        let pair = (
+            format!("p:{phone_number_id}:{wa_id}"),
+            self.limits.pair_burst,
+            1.0 / self
+                .limits
+                .pair_interval
+                .as_secs_f64()
+                .max(f64::MIN_POSITIVE),
+        );
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let level = |buckets: &HashMap<String, Bucket>,
+                     (key, capacity, rate): &(String, f64, f64)| {
+            buckets.get(key).map_or(*capacity, |b| {
+                (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(*capacity)
+            })
+        };
+        let (number_level, pair_level) = (level(&buckets, &number), level(&buckets, &pair));
+        if number_level < 1.0 {
+            return Err(GraphError::throughput());
+        }
+        if pair_level < 1.0 {
+            return Err(GraphError::pair_rate());
+        }
+        if buckets.len() >= MAX_BUCKETS {
+            let limits = self.limits;
+            buckets.retain(|key, b| {
+                let (capacity, rate) = if key.starts_with("n:") {
+                    (limits.throughput_burst, limits.throughput_per_s)
+                } else {
+                    (limits.pair_burst, 1.0 / limits.pair_interval.as_secs_f64())
+                };
+                b.tokens + now.duration_since(b.at).as_secs_f64() * rate < capacity
+            });
+        }
+        for ((key, _, _), level) in [(number, number_level), (pair, pair_level)] {
+            buckets.insert(
+                key,
+                Bucket {
+                    tokens: level - 1.0,
+                    at: now,
+                },
+            );
+        }
+        Ok(())
+    }
+}
