@@ -299,7 +299,7 @@ async fn ratelimit_serves_redis_buckets_with_metrics_and_readiness_and_stops_on_
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (grpc, admin) = (free_port(), free_port());
     let prefix = wamesh_testkit::fresh_redis_prefix();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["ratelimit", "--addr", &format!("127.0.0.1:{grpc}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{admin}")])
         .env("REDIS_URL", wamesh_testkit::redis_url())
@@ -367,19 +367,7 @@ async fn ratelimit_serves_redis_buckets_with_metrics_and_readiness_and_stops_on_
         !metrics.contains("15550001"),
         "no key (phone number) in metrics"
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..300 {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            assert!(exit.success(), "wamesh ratelimit exited with {exit}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("wamesh ratelimit did not stop within 30 s of SIGTERM");
+    stops_cleanly_on_sigterm(child, "ratelimit").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +387,7 @@ async fn simulator_accepts_sends_with_its_token_records_them_and_stops_on_sigter
     );
 
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["simulator", "--addr", &format!("127.0.0.1:{port}")])
         .env("WAMESH_ACCESS_TOKEN", "tok-a,tok-b")
         .env("RUST_LOG", "warn")
@@ -447,6 +435,11 @@ async fn simulator_accepts_sends_with_its_token_records_them_and_stops_on_sigter
         .collect();
     assert_eq!(codes, vec![serde_json::Value::Null, serde_json::json!(190)]);
 
+    stops_cleanly_on_sigterm(child, "simulator").await;
+}
+
+/// Sends SIGTERM and waits (30 s at most) for a successful exit.
+async fn stops_cleanly_on_sigterm(mut child: KillOnDrop, command: &str) {
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
@@ -454,12 +447,12 @@ async fn simulator_accepts_sends_with_its_token_records_them_and_stops_on_sigter
     assert!(status.success());
     for _ in 0..300 {
         if let Some(exit) = child.0.try_wait().unwrap() {
-            assert!(exit.success(), "wamesh simulator exited with {exit}");
+            assert!(exit.success(), "wamesh {command} exited with {exit}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("wamesh simulator did not stop within 30 s of SIGTERM");
+    panic!("wamesh {command} did not stop within 30 s of SIGTERM");
 }
 
 /// A child process killed when the test ends, passed or failed.
