@@ -66,13 +66,22 @@ pub fn fresh_sqlite_url() -> String {
 }
 
 /// The shared webhook corpus: `(file name, body)` for every payload, sorted by name.
-/// `WAMESH_CORPUS_DIR` overrides where it is (default: `../shared/corpus/webhooks/pywa` from
-/// the repository root).
+/// `WAMESH_CORPUS_DIR` overrides where it is; otherwise it is `../shared/corpus/webhooks/pywa`
+/// from the repository root, found from the test's working directory (its crate's folder).
+/// Not from `CARGO_MANIFEST_DIR`: a build cache shared by several clones may hand this crate,
+/// compiled in another clone, to this one.
 pub fn webhook_corpus() -> Vec<(String, Vec<u8>)> {
+    const CORPUS: &str = "shared/corpus/webhooks/pywa";
     let dir = std::env::var("WAMESH_CORPUS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/webhooks/pywa")
+            let cwd = std::env::current_dir().expect("a working directory");
+            cwd.ancestors()
+                .map(|dir| dir.join(CORPUS))
+                .find(|dir| dir.is_dir())
+                .unwrap_or_else(|| {
+                    panic!("no {CORPUS} above {}: set WAMESH_CORPUS_DIR", cwd.display())
+                })
         });
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the webhook corpus at {}: {e}", dir.display()))
