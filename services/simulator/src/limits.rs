@@ -34,10 +34,28 @@ impl Default for SendLimits {
     }
 }
 
+/// One bucket, with its own capacity and refill rate (tokens per second).
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: Instant,
+    capacity: f64,
+    rate: f64,
+}
+
+impl Bucket {
+    fn full(capacity: f64, rate: f64, now: Instant) -> Self {
+        Self {
+            tokens: capacity,
+            at: now,
+            capacity,
+            rate,
+        }
+    }
+
+    fn level(&self, now: Instant) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.capacity)
+    }
 }
 
 /// The buckets of every number and pair.
@@ -58,51 +76,42 @@ impl Limiter {
     /// Takes one send of `phone_number_id` to `wa_id`, or answers Meta's error.
     pub fn take(&self, phone_number_id: &str, wa_id: &str) -> Result<(), GraphError> {
         let now = Instant::now();
-        let number = (
-            format!("n:{phone_number_id}"),
-            self.limits.throughput_burst,
-            self.limits.throughput_per_s,
-        );
-        let pair = (
-            format!("p:{phone_number_id}:{wa_id}"),
-            self.limits.pair_burst,
-            1.0 / self
-                .limits
-                .pair_interval
-                .as_secs_f64()
-                .max(f64::MIN_POSITIVE),
-        );
+        let limits = self.limits;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let level = |buckets: &HashMap<String, Bucket>,
-                     (key, capacity, rate): &(String, f64, f64)| {
-            buckets.get(key).map_or(*capacity, |b| {
-                (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(*capacity)
-            })
+        let current = |key: String, capacity: f64, rate: f64| {
+            let bucket = buckets
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| Bucket::full(capacity, rate, now));
+            (key, bucket)
         };
-        let (number_level, pair_level) = (level(&buckets, &number), level(&buckets, &pair));
-        if number_level < 1.0 {
+        let number = current(
+            format!("n:{phone_number_id}"),
+            limits.throughput_burst,
+            limits.throughput_per_s,
+        );
+        let pair = current(
+            format!("p:{phone_number_id}:{wa_id}"),
+            limits.pair_burst,
+            1.0 / limits.pair_interval.as_secs_f64().max(f64::MIN_POSITIVE),
+        );
+        if number.1.level(now) < 1.0 {
             return Err(GraphError::throughput());
         }
-        if pair_level < 1.0 {
+        if pair.1.level(now) < 1.0 {
             return Err(GraphError::pair_rate());
         }
         if buckets.len() >= MAX_BUCKETS {
-            let limits = self.limits;
-            buckets.retain(|key, b| {
-                let (capacity, rate) = if key.starts_with("n:") {
-                    (limits.throughput_burst, limits.throughput_per_s)
-                } else {
-                    (limits.pair_burst, 1.0 / limits.pair_interval.as_secs_f64())
-                };
-                b.tokens + now.duration_since(b.at).as_secs_f64() * rate < capacity
-            });
+            buckets.retain(|_, b| b.level(now) < b.capacity);
         }
-        for ((key, _, _), level) in [(number, number_level), (pair, pair_level)] {
+        for (key, bucket) in [number, pair] {
+            let tokens = bucket.level(now) - 1.0;
             buckets.insert(
                 key,
                 Bucket {
-                    tokens: level - 1.0,
+                    tokens,
                     at: now,
+                    ..bucket
                 },
             );
         }
