@@ -337,6 +337,43 @@ impl pb::messaging_server::Messaging for MessagingService {
             dependencies: vec![database],
         }))
     }
+
+    // PLACEHOLDERS while issue 4's sending is built (replaced before this lands).
+    async fn send_message(
+        &self,
+        _request: Request<pb::SendMessageRequest>,
+    ) -> Reply<pb::SendMessageResponse> {
+        Err(Status::unimplemented("SendMessage is being built"))
+    }
+
+    async fn get_outbound_message(
+        &self,
+        _request: Request<pb::GetOutboundMessageRequest>,
+    ) -> Reply<pb::OutboundMessage> {
+        Err(Status::unimplemented("being built"))
+    }
+
+    async fn create_template(&self, _request: Request<pb::Template>) -> Reply<pb::Template> {
+        Err(Status::unimplemented("being built"))
+    }
+
+    async fn update_template(&self, _request: Request<pb::Template>) -> Reply<pb::Template> {
+        Err(Status::unimplemented("being built"))
+    }
+
+    async fn list_templates(
+        &self,
+        _request: Request<pb::ListTemplatesRequest>,
+    ) -> Reply<pb::ListTemplatesResponse> {
+        Err(Status::unimplemented("being built"))
+    }
+
+    async fn get_send_status(
+        &self,
+        _request: Request<pb::GetSendStatusRequest>,
+    ) -> Reply<pb::SendStatus> {
+        Err(Status::unimplemented("being built"))
+    }
 }
 
 /// The window of a user whose newest message is `last_inbound_s`, seen at `now_s`.
