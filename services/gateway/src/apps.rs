@@ -77,6 +77,8 @@ mod tests {
             app_secret: Secret::new(secret),
             verify_token: Secret::new(token),
             access_token: None,
+            throughput: None,
+            tier: None,
         }
     }
 

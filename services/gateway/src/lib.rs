@@ -5,6 +5,7 @@
 //! - [`webhooks`]: `GET`/`POST /api/webhooks/whatsapp` (handshake, signature, hand-off).
 //! - [`forward`]: the hand-off to messaging, batching concurrent webhooks into one call.
 //! - [`health`]: `/healthz`, `/readyz`, `/api/webhooks/whatsapp/health`.
+//! - [`workers`]: `/api/workers/whatsapp`, the outbound queue and every send worker.
 //! - [`error`]: the one error type and its HTTP codes.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod forward;
 pub mod health;
 pub mod webhooks;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +90,7 @@ impl Gateway {
         Router::new()
             .merge(webhooks::router())
             .merge(health::router())
+            .merge(workers::router())
             .merge(wamesh_runtime::metrics::router(
                 wamesh_runtime::metrics::install(),
             ))

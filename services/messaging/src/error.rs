@@ -13,6 +13,17 @@ pub enum MessagingError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but cannot be done in the present state (a closed window, a
+    /// template that cannot be sent); the message says why.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// What the request would create exists (a template; an idempotency key used for another
+    /// message).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A broken invariant of ours; the cause is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] Arc<StoreError>),
 }
@@ -28,6 +39,12 @@ impl From<MessagingError> for Status {
         match e {
             MessagingError::InvalidArgument(m) => Status::invalid_argument(m),
             MessagingError::NotFound(m) => Status::not_found(m),
+            MessagingError::FailedPrecondition(m) => Status::failed_precondition(m),
+            MessagingError::AlreadyExists(m) => Status::already_exists(m),
+            MessagingError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Status::internal("messaging failed this request; see messaging's logs")
+            }
             MessagingError::Store(e) => match e.as_ref() {
                 StoreError::Unavailable(cause) => {
                     tracing::warn!(error = %cause, "database unavailable");

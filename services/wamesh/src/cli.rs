@@ -97,6 +97,44 @@ pub struct IngestArgs {
     pub ingest_max_batch: usize,
 }
 
+/// How messaging sends: its workers, the Graph API and rate-limit.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Send workers in this replica.
+    #[arg(long, env = "WAMESH_SEND_WORKERS", default_value_t = 2)]
+    pub send_workers: usize,
+    /// Messages a worker claims at once.
+    #[arg(long, env = "WAMESH_SEND_BATCH", default_value_t = 64)]
+    pub send_batch: u32,
+    /// Attempts before a message that keeps meeting transient errors is dead.
+    #[arg(long, env = "WAMESH_SEND_MAX_ATTEMPTS", default_value_t = 10)]
+    pub send_max_attempts: u32,
+    /// The first retry's delay; it doubles with each attempt (with jitter).
+    #[arg(long, env = "WAMESH_SEND_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub send_retry_base: Duration,
+    /// No retry waits longer than this.
+    #[arg(long, env = "WAMESH_SEND_RETRY_MAX", default_value = "10m", value_parser = parse_duration)]
+    pub send_retry_max: Duration,
+    /// How long a send whose outcome is unknown waits for a status webhook proving Meta has
+    /// it, before it is sent again.
+    #[arg(long, env = "WAMESH_SEND_EVIDENCE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub send_evidence_window: Duration,
+    /// How often idle workers look for due messages queued by other replicas or coming due.
+    #[arg(long, env = "WAMESH_SEND_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub send_poll_interval: Duration,
+    /// Meta's Graph API (or the simulator's address).
+    #[arg(long, env = "WAMESH_GRAPH_API_URL", default_value = "https://graph.facebook.com")]
+    pub graph_api_url: String,
+    #[arg(long, env = "WAMESH_GRAPH_API_VERSION", default_value = "v23.0")]
+    pub graph_api_version: String,
+    /// One Graph API call at most; past it the send's outcome is in doubt.
+    #[arg(long, env = "WAMESH_GRAPH_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub graph_timeout: Duration,
+    /// The rate-limit service every send asks first.
+    #[arg(long, env = "WAMESH_RATELIMIT_URL", default_value = "http://127.0.0.1:50052")]
+    pub ratelimit_url: String,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
     #[arg(long, env = "WAMESH_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
@@ -126,6 +164,11 @@ pub struct MessagingArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// The numbers it sends for: their access tokens, WABA ids, throughput and tier.
+    #[command(flatten)]
+    pub number: NumberArgs,
 }
 
 /// The rate-limit service's store and its behaviour when Redis cannot answer.
@@ -232,6 +275,9 @@ pub struct DevArgs {
     pub limiter: LimiterArgs,
     #[command(flatten)]
     pub ingest: IngestArgs,
+    /// Workers, retries and timeouts (the Graph API and rate-limit are the mesh's own).
+    #[command(flatten)]
+    pub send: SendArgs,
     #[command(flatten)]
     pub number: NumberArgs,
 }

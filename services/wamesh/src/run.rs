@@ -303,6 +303,8 @@ fn env_number(args: &NumberArgs) -> Option<BusinessNumber> {
         app_secret: Secret::new(app_secret),
         verify_token: Secret::new(args.verify_token.clone().unwrap_or_default()),
         access_token: args.access_token.clone().map(Secret::new),
+        throughput: None,
+        tier: None,
     })
 }
 
@@ -321,6 +323,8 @@ pub fn dev_number(args: &NumberArgs, data_dir: &Path) -> anyhow::Result<Business
         access_token: Some(Secret::new(
             args.access_token.clone().unwrap_or(secrets.access_token),
         )),
+        throughput: None,
+        tier: None,
     })
 }
 
@@ -350,6 +354,8 @@ impl DevSecrets {
             app_secret: Secret::generate().expose().to_owned(),
             verify_token: Secret::generate().expose().to_owned(),
             access_token: Secret::generate().expose().to_owned(),
+            throughput: None,
+            tier: None,
         };
         let path = data_dir.join(Self::FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&secrets)?)

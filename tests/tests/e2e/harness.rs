@@ -115,6 +115,8 @@ pub fn number(phone_number_id: Option<&str>) -> BusinessNumber {
         app_secret: Secret::generate(),
         verify_token: Secret::generate(),
         access_token: None,
+        throughput: None,
+        tier: None,
     }
 }
 

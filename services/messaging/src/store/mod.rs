@@ -4,6 +4,7 @@
 //! A write is always a whole batch of webhook deliveries in one transaction ([`Store::ingest`]):
 //! that is what group commit hands over. What to write is decided once, in [`plan`], so both
 //! backends store exactly the same rows; the backends only run SQL.
+pub mod outbound;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use wamesh_whatsapp::Updates;
+
+pub use outbound::OutboundStore;
 
 /// One verified webhook POST, parsed, ready to be stored.
 #[derive(Debug, Clone)]
@@ -255,9 +258,10 @@ fn is_transient_db_code(code: Option<&str>) -> bool {
     }
 }
 
-/// messaging's storage. Every method is one round of work against the database.
+/// messaging's storage. Every method is one round of work against the database. Sending's
+/// part (the outbound queue, templates, workers) is [`OutboundStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OutboundStore + Send + Sync + 'static {
     /// Stores a batch of webhooks in ONE transaction: deliveries, bodies, messages, statuses,
     /// contacts and other events, deduplicated by Meta's ids. Outcomes are in input order.
     async fn ingest(

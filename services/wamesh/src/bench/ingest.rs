@@ -177,6 +177,8 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
             app_secret: Secret::new(secret),
             verify_token: Secret::generate(),
             access_token: None,
+            throughput: None,
+            tier: None,
         }],
         ingest_timeout: Duration::from_secs(10),
         ratelimit: None,

@@ -9,6 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod outbound;
+
 use super::plan::{BatchPlan, NewRows, errors_json};
 use super::*;
 
@@ -36,6 +38,15 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// A write transaction: `BEGIN IMMEDIATE` takes the write lock at once, so two writers
+    /// queue for it instead of failing on an upgrade from a read lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::connecting)
+    }
 }
 
 #[async_trait]
@@ -46,11 +57,7 @@ impl Store for SqliteStore {
         stored_at_ms: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let plan = BatchPlan::new(batch);
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::connecting)?;
+        let mut tx = self.begin_write().await?;
 
         let last_id: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries")

@@ -8,28 +8,36 @@ use tonic::{Request, Response, Status};
 use wamesh_proto::messaging::v1 as pb;
 use wamesh_whatsapp::{Updates, Webhook};
 
+mod convert;
+mod sending;
+
+use convert::*;
+
 use crate::error::MessagingError;
 use crate::ingest::{Ingestor, now_ms};
+use crate::send::{Outbox, StatusBoard};
 use crate::store::{
     ContactCursor, Direction, IncomingWebhook, MessageCursor, MessageKey, Store, StoredContact,
     StoredMessage, StoredStatus,
 };
 
-/// The customer service window: 24 hours after the user's last message.
-pub const SERVICE_WINDOW_S: i64 = 24 * 60 * 60;
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
-
-/// The `Messaging` service over a store and its group-commit ingestor.
+/// The `Messaging` service over a store, its group-commit ingestor and sending's outbox.
 #[derive(Clone)]
 pub struct MessagingService {
     store: Arc<dyn Store>,
     ingestor: Ingestor,
+    outbox: Outbox,
+    board: StatusBoard,
 }
 
 impl MessagingService {
-    pub fn new(store: Arc<dyn Store>, ingestor: Ingestor) -> Self {
-        Self { store, ingestor }
+    pub fn new(store: Arc<dyn Store>, ingestor: Ingestor, outbox: Outbox, board: StatusBoard) -> Self {
+        Self {
+            store,
+            ingestor,
+            outbox,
+            board,
+        }
     }
 }
 
@@ -338,244 +346,47 @@ impl pb::messaging_server::Messaging for MessagingService {
         }))
     }
 
-    // PLACEHOLDERS while issue 4's sending is built (replaced before this lands).
+    #[tracing::instrument(skip_all, fields(kind))]
     async fn send_message(
         &self,
-        _request: Request<pb::SendMessageRequest>,
+        request: Request<pb::SendMessageRequest>,
     ) -> Reply<pb::SendMessageResponse> {
-        Err(Status::unimplemented("SendMessage is being built"))
+        Ok(Response::new(self.send(request).await?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_outbound_message(
         &self,
-        _request: Request<pb::GetOutboundMessageRequest>,
+        request: Request<pb::GetOutboundMessageRequest>,
     ) -> Reply<pb::OutboundMessage> {
-        Err(Status::unimplemented("being built"))
+        Ok(Response::new(self.outbound(request.into_inner()).await?))
     }
 
-    async fn create_template(&self, _request: Request<pb::Template>) -> Reply<pb::Template> {
-        Err(Status::unimplemented("being built"))
+    #[tracing::instrument(skip_all)]
+    async fn create_template(&self, request: Request<pb::Template>) -> Reply<pb::Template> {
+        let put = crate::store::outbound::Put::Create;
+        Ok(Response::new(self.put_template(request.into_inner(), put).await?))
     }
 
-    async fn update_template(&self, _request: Request<pb::Template>) -> Reply<pb::Template> {
-        Err(Status::unimplemented("being built"))
+    #[tracing::instrument(skip_all)]
+    async fn update_template(&self, request: Request<pb::Template>) -> Reply<pb::Template> {
+        let put = crate::store::outbound::Put::Update;
+        Ok(Response::new(self.put_template(request.into_inner(), put).await?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_templates(
         &self,
-        _request: Request<pb::ListTemplatesRequest>,
+        request: Request<pb::ListTemplatesRequest>,
     ) -> Reply<pb::ListTemplatesResponse> {
-        Err(Status::unimplemented("being built"))
+        Ok(Response::new(self.templates(request.into_inner()).await?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_send_status(
         &self,
         _request: Request<pb::GetSendStatusRequest>,
     ) -> Reply<pb::SendStatus> {
-        Err(Status::unimplemented("being built"))
-    }
-}
-
-/// The window of a user whose newest message is `last_inbound_s`, seen at `now_s`.
-pub fn service_window(last_inbound_s: i64, now_s: i64) -> pb::ServiceWindow {
-    let expires = if last_inbound_s > 0 {
-        last_inbound_s + SERVICE_WINDOW_S
-    } else {
-        0
-    };
-    pb::ServiceWindow {
-        open: now_s < expires,
-        expires_at_unix_s: expires,
-        last_inbound_unix_s: last_inbound_s,
-    }
-}
-
-/// A conversation is named by a business number and a contact; both are required.
-fn require_conversation(phone_number_id: &str, contact_id: &str) -> Result<(), MessagingError> {
-    require("business_phone_number_id", phone_number_id)?;
-    require("contact_id", contact_id)
-}
-
-fn require(field: &str, value: &str) -> Result<(), MessagingError> {
-    if value.is_empty() {
-        Err(MessagingError::InvalidArgument(format!(
-            "{field}: required"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
-fn page_size(requested: u32) -> u32 {
-    if requested == 0 {
-        DEFAULT_PAGE
-    } else {
-        requested.min(MAX_PAGE)
-    }
-}
-
-fn bad_token() -> MessagingError {
-    MessagingError::InvalidArgument("page_token: not a token this service gave".into())
-}
-
-fn parse_message_cursor(token: &str) -> Result<Option<MessageCursor>, MessagingError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let (ts, id) = token.split_once('.').ok_or_else(bad_token)?;
-    Ok(Some(MessageCursor {
-        timestamp_s: ts.parse().map_err(|_| bad_token())?,
-        id: id.parse().map_err(|_| bad_token())?,
-    }))
-}
-
-fn parse_contact_cursor(token: &str) -> Result<Option<ContactCursor>, MessagingError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let text =
-        String::from_utf8(hex::decode(token).map_err(|_| bad_token())?).map_err(|_| bad_token())?;
-    let mut parts = text.splitn(3, '\n');
-    let (Some(ms), Some(phone), Some(contact)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad_token());
-    };
-    Ok(Some(ContactCursor {
-        last_seen_ms: ms.parse().map_err(|_| bad_token())?,
-        business_phone_number_id: phone.to_owned(),
-        contact_id: contact.to_owned(),
-    }))
-}
-
-fn direction_from_pb(direction: i32) -> Option<Direction> {
-    match pb::Direction::try_from(direction) {
-        Ok(pb::Direction::Inbound) => Some(Direction::Inbound),
-        Ok(pb::Direction::Outbound) => Some(Direction::Outbound),
-        _ => None,
-    }
-}
-
-fn counts(c: crate::store::UpdateCounts) -> pb::UpdateCounts {
-    pb::UpdateCounts {
-        messages: c.messages,
-        statuses: c.statuses,
-        contacts: c.contacts,
-        errors: c.errors,
-        other_fields: c.other_fields,
-    }
-}
-
-fn errors_from_json(json: &str) -> Vec<pb::WhatsAppError> {
-    let items: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
-    items
-        .iter()
-        .map(|e| pb::WhatsAppError {
-            code: e["code"].as_i64().unwrap_or(0),
-            title: e["title"].as_str().unwrap_or_default().to_owned(),
-            message: e["message"].as_str().unwrap_or_default().to_owned(),
-            details: e["details"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect()
-}
-
-fn message_to_pb(m: StoredMessage, timeline: Vec<StoredStatus>) -> pb::Message {
-    let media = m.media_id.is_some().then(|| pb::Media {
-        id: m.media_id.unwrap_or_default(),
-        mime_type: m.media_mime_type.unwrap_or_default(),
-        sha256: m.media_sha256.unwrap_or_default(),
-        caption: m.media_caption.unwrap_or_default(),
-        filename: m.media_filename.unwrap_or_default(),
-        url: m.media_url.unwrap_or_default(),
-    });
-    let location = match (m.latitude, m.longitude) {
-        (Some(latitude), Some(longitude)) => Some(pb::Location {
-            latitude,
-            longitude,
-            name: m.location_name.unwrap_or_default(),
-            address: m.location_address.unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    pb::Message {
-        id: m.id,
-        wamid: m.wamid,
-        direction: if m.direction == Direction::Inbound.as_str() {
-            pb::Direction::Inbound
-        } else {
-            pb::Direction::Outbound
-        } as i32,
-        business_phone_number_id: m.business_phone_number_id,
-        contact_id: m.contact_id,
-        r#type: m.kind,
-        timestamp_unix_s: m.timestamp_s,
-        received_at_unix_ms: m.received_at_ms,
-        text: m.text_body.unwrap_or_default(),
-        media,
-        location,
-        reply_id: m.reply_id.unwrap_or_default(),
-        reply_title: m.reply_title.unwrap_or_default(),
-        target_message_id: m.target_message_id.unwrap_or_default(),
-        reaction_emoji: m.reaction_emoji.unwrap_or_default(),
-        context_message_id: m.context_message_id.unwrap_or_default(),
-        forwarded: m.forwarded,
-        status: m.status.unwrap_or_default(),
-        timeline: timeline
-            .into_iter()
-            .map(|s| pb::StatusEvent {
-                errors: errors_from_json(&s.errors_json),
-                status: s.status,
-                timestamp_unix_s: s.timestamp_s,
-                received_at_unix_ms: s.received_at_ms,
-                pricing_category: s.pricing_category.unwrap_or_default(),
-                conversation_id: s.conversation_id.unwrap_or_default(),
-            })
-            .collect(),
-        errors: errors_from_json(&m.errors_json),
-        raw_json: m.raw_json,
-        origin: m.origin,
-    }
-}
-
-fn contact_to_pb(c: StoredContact) -> pb::Contact {
-    pb::Contact {
-        business_phone_number_id: c.business_phone_number_id,
-        contact_id: c.contact_id,
-        wa_id: c.wa_id.unwrap_or_default(),
-        user_id: c.user_id.unwrap_or_default(),
-        profile_name: c.profile_name.unwrap_or_default(),
-        first_seen_unix_ms: c.first_seen_ms,
-        last_seen_unix_ms: c.last_seen_ms,
-        last_inbound_unix_s: c.last_inbound_s,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_window_is_open_for_24_hours_after_the_last_inbound_message() {
-        assert!(!service_window(0, 1_000).open, "never opened");
-        let w = service_window(1_000, 1_000 + SERVICE_WINDOW_S - 1);
-        assert!(w.open);
-        assert_eq!(w.expires_at_unix_s, 1_000 + SERVICE_WINDOW_S);
-        assert!(!service_window(1_000, 1_000 + SERVICE_WINDOW_S).open);
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_garbage_is_refused() {
-        assert_eq!(
-            parse_message_cursor("17.4").unwrap(),
-            Some(MessageCursor {
-                timestamp_s: 17,
-                id: 4
-            })
-        );
-        assert!(parse_message_cursor("x.y").is_err());
-        let token = hex::encode("5\np\nc");
-        assert_eq!(
-            parse_contact_cursor(&token).unwrap().unwrap().contact_id,
-            "c"
-        );
-        assert!(parse_contact_cursor("zz").is_err());
+        Ok(Response::new(self.send_status().await?))
     }
 }

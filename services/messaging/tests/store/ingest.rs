@@ -1,5 +1,4 @@
-//! The store conformance suite: every test is an `async fn(Arc<dyn Store>)` run against BOTH
-//! backends (Postgres and SQLite), each on a fresh database of its own.
+//! Ingest and reads: webhooks stored exactly once, statuses, contacts, events and pages.
 //!
 //! Payloads are real webhook envelopes, built as JSON below or taken from the shared corpus,
 //! and go through the same parsing (`Webhook::parse` + `Updates::from_webhook`) as production.
@@ -9,45 +8,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wamesh_messaging::store::{
-    self, ContactCursor, Direction, IncomingWebhook, IngestOutcome, MessageCursor, MessageKey,
+    ContactCursor, Direction, IncomingWebhook, IngestOutcome, MessageCursor, MessageKey,
     Store, StoredContact, StoredMessage,
 };
 use wamesh_whatsapp::{DeliveryStatus, Updates, Webhook};
-
-// ---------------------------------------------------------------------------------------------
-// Running the suite against both backends.
-
-async fn open_pg() -> Arc<dyn Store> {
-    let url = wamesh_testkit::fresh_postgres_url().await;
-    store::open(&url, 8).await.expect("open the Postgres store")
-}
-
-async fn open_sqlite() -> Arc<dyn Store> {
-    store::open(&wamesh_testkit::fresh_sqlite_url(), 8)
-        .await
-        .expect("open the SQLite store")
-}
-
-/// Generates `mod postgres` and `mod sqlite`, each with one `#[tokio::test]` per suite test
-/// (each checks first that it got the backend it is named after).
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        conformance!(@backend postgres, open_pg, "postgres"; $($name),*);
-        conformance!(@backend sqlite, open_sqlite, "sqlite"; $($name),*);
-    };
-    (@backend $module:ident, $open:ident, $backend:literal; $($name:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let store = super::$open().await;
-                    assert_eq!(store.backend(), $backend);
-                    super::$name(store).await
-                }
-            )*
-        }
-    };
-}
 
 conformance!(
     every_corpus_payload_is_stored_and_readable,
@@ -71,7 +35,7 @@ conformance!(
 // Building payloads.
 
 const WABA: &str = "102290129340398";
-const PHONE: &str = "106540352242922";
+pub(crate) const PHONE: &str = "106540352242922";
 const OTHER_PHONE: &str = "106540352242999";
 
 /// An envelope with one change.
@@ -87,7 +51,7 @@ fn metadata(phone_number_id: &str) -> Value {
 }
 
 /// A user's text message, with a `contacts[]` item (no profile name: see [`with_profile_name`]).
-fn text_webhook(
+pub(crate) fn text_webhook(
     phone_number_id: &str,
     from: &str,
     wamid: &str,
@@ -118,7 +82,7 @@ fn with_profile_name(mut webhook: Value, name: &str) -> Value {
 }
 
 /// A delivery status of an outbound message.
-fn status_webhook(
+pub(crate) fn status_webhook(
     phone_number_id: &str,
     wamid: &str,
     status: &str,
@@ -176,7 +140,7 @@ fn incoming_bytes(raw_body: Vec<u8>, received_at_ms: i64) -> IncomingWebhook {
     }
 }
 
-fn incoming(webhook: &Value, received_at_ms: i64) -> IncomingWebhook {
+pub(crate) fn incoming(webhook: &Value, received_at_ms: i64) -> IncomingWebhook {
     incoming_bytes(bytes(webhook), received_at_ms)
 }
 
@@ -184,7 +148,7 @@ fn incoming(webhook: &Value, received_at_ms: i64) -> IncomingWebhook {
 // Store helpers.
 
 /// Ingests one webhook as a batch of its own; answers its outcome.
-async fn ingest_one(store: &dyn Store, webhook: IncomingWebhook) -> IngestOutcome {
+pub(crate) async fn ingest_one(store: &dyn Store, webhook: IncomingWebhook) -> IngestOutcome {
     let stored_at_ms = webhook.received_at_ms + 1;
     let outcomes = store
         .ingest(&[webhook], stored_at_ms)
@@ -207,14 +171,14 @@ async fn inbound(store: &dyn Store, wamid: &str) -> StoredMessage {
         .unwrap_or_else(|| panic!("inbound {wamid} is stored"))
 }
 
-async fn outbound(store: &dyn Store, wamid: &str) -> StoredMessage {
+pub(crate) async fn outbound(store: &dyn Store, wamid: &str) -> StoredMessage {
     message(store, wamid, Direction::Outbound)
         .await
         .unwrap_or_else(|| panic!("outbound {wamid} is stored"))
 }
 
 /// The statuses of a message's timeline, in the order the store returns them.
-async fn timeline(store: &dyn Store, wamid: &str) -> Vec<String> {
+pub(crate) async fn timeline(store: &dyn Store, wamid: &str) -> Vec<String> {
     store
         .status_timelines(&[wamid])
         .await
