@@ -6,14 +6,17 @@
 //! - [`updates`]: an envelope flattened into the updates wamesh stores: messages, statuses,
 //!   contacts, errors and every other webhook field.
 //! - [`status`]: delivery statuses and their order (the state machine never moves backwards).
+//! - [`outgoing`]: a message the business sends: Meta's limits on it and its Graph API body.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod outgoing;
 pub mod signature;
 pub mod status;
 pub mod updates;
 
 pub use envelope::{Change, Entry, PayloadError, Webhook};
+pub use outgoing::{InvalidField, OutgoingMessage, normalize_recipient};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify_signature};
 pub use status::DeliveryStatus;
 pub use updates::{
