@@ -7,15 +7,21 @@
 //!   contacts, errors and every other webhook field.
 //! - [`status`]: delivery statuses and their order (the state machine never moves backwards).
 //! - [`outgoing`]: a message the business sends: Meta's limits on it and its Graph API body.
+//! - [`graph`]: the Graph API client that sends it, and what Meta's answer means (accepted,
+//!   transient, permanent, or in doubt).
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod graph;
 pub mod outgoing;
 pub mod signature;
 pub mod status;
 pub mod updates;
 
 pub use envelope::{Change, Entry, PayloadError, Webhook};
+pub use graph::{
+    Accepted, ErrorClass, GraphClient, GraphError, GraphSetupError, SendError, classify_code,
+};
 pub use outgoing::{InvalidField, OutgoingMessage, normalize_recipient};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify_signature};
 pub use status::DeliveryStatus;
