@@ -11,6 +11,7 @@
 //!
 //! One client serves every business number (the token is per call) over keep-alive connections.
 //! No error message carries the access token.
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, header};
@@ -30,7 +31,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub struct GraphClient {
     http: reqwest::Client,
     /// `{base}/{version}`, without a trailing slash.
-    prefix: String,
+    prefix: Arc<str>,
 }
 
 /// Why a [`GraphClient`] cannot be built: the message names the setting.
@@ -166,7 +167,7 @@ impl GraphClient {
             .map_err(|e| GraphSetupError(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            prefix: format!("{base}/{version}"),
+            prefix: format!("{base}/{version}").into(),
         })
     }
 

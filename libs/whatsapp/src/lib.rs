@@ -1,4 +1,4 @@
-//! The WhatsApp Cloud API domain: what Meta sends us and how we check it.
+//! The WhatsApp Cloud API domain: what Meta sends us, what we send Meta, and how both are checked.
 //!
 //! - [`signature`]: `X-Hub-Signature-256`, HMAC-SHA256 over the raw body, constant time.
 //! - [`envelope`]: the `whatsapp_business_account` envelope, parsed leniently (unknown fields
