@@ -340,3 +340,30 @@ fn accepted(answer: &Value) -> Option<Accepted> {
             .map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_codes_worth_a_retry_are_transient_and_the_rest_permanent() {
+        for code in [1, 2, 4, 80007, 130429, 131000, 131016, 131056, 131057] {
+            assert_eq!(classify_code(code), ErrorClass::Transient, "{code}");
+        }
+        for code in [
+            0, 100, 190, 368, 130403, 131008, 131009, 131026, 131047, 131049, 131050, 131051,
+            131053, 132000, 132001, 132012, 132015, 132016, 133010,
+        ] {
+            assert_eq!(classify_code(code), ErrorClass::Permanent, "{code}");
+        }
+    }
+
+    #[test]
+    fn the_connect_timeout_fires_before_the_call_timeout() {
+        for secs in [1, 2, 10, 30, 120] {
+            let timeout = Duration::from_secs(secs);
+            assert!(connect_timeout(timeout) < timeout);
+            assert!(connect_timeout(timeout) <= CONNECT_TIMEOUT_MAX);
+        }
+    }
+}
