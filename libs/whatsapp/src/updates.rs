@@ -86,6 +86,9 @@ pub struct StatusUpdate {
     pub errors: Vec<ApiError>,
     pub pricing_category: Option<String>,
     pub conversation_id: Option<String>,
+    /// `biz_opaque_callback_data` as we set it on the send: Meta echoes it in every status, so
+    /// a status can be tied to our message even when the send's answer (the wamid) was lost.
+    pub callback_data: Option<String>,
     pub raw: String,
 }
 
@@ -352,6 +355,7 @@ fn parse_status(phone: &str, s: &Value) -> Option<StatusUpdate> {
         errors: array(s, "errors").into_iter().map(parse_error).collect(),
         pricing_category: str_at(s, &["pricing", "category"]),
         conversation_id: str_at(s, &["conversation", "id"]),
+        callback_data: str_at(s, &["biz_opaque_callback_data"]),
         raw: s.to_string(),
     })
 }

@@ -105,6 +105,14 @@ fn statuses_keep_errors_pricing_and_recipient() {
 }
 
 #[test]
+fn statuses_carry_the_callback_data_we_sent() {
+    let tracked = &updates_of("message_status__with_tracker.json").statuses[0];
+    assert_eq!(tracked.callback_data.as_deref(), Some("some data"));
+    let untracked = &updates_of("message_status__failed.json").statuses[0];
+    assert_eq!(untracked.callback_data, None);
+}
+
+#[test]
 fn echoes_are_outbound_and_other_fields_are_kept_whole() {
     let echo = &updates_of("outgoing_message__text.json").messages[0];
     assert_eq!(echo.direction, Direction::Outbound);
