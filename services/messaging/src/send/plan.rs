@@ -116,6 +116,7 @@ pub async fn plan(
                 message: OutgoingMessage {
                     to: asked.to.clone(),
                     reply_to: None,
+                callback_data: None,
                     content: Content::Template(sent),
                 },
                 preview,
@@ -250,6 +251,7 @@ fn check(spec: &TemplateSpec, template: &Template) -> Result<(), String> {
     let body = OutgoingMessage {
         to: String::new(),
         reply_to: None,
+                callback_data: None,
         content: Content::Template(template.clone()),
     }
     .to_graph_body();
@@ -296,6 +298,7 @@ fn with_content(asked: &OutgoingMessage, content: Content) -> OutgoingMessage {
     OutgoingMessage {
         to: asked.to.clone(),
         reply_to: asked.reply_to.clone(),
+        callback_data: None,
         content,
     }
 }

@@ -65,6 +65,7 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
         let message = OutgoingMessage {
             to,
             reply_to: non_empty(request.reply_to_wamid),
+            callback_data: None,
             content,
         };
         message.validate().map_err(field_error)?;
@@ -77,6 +78,7 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
             OutgoingMessage {
                 to: message.to.clone(),
                 reply_to: None,
+                callback_data: None,
                 content: Content::Template(t.clone()),
             }
             .validate()

@@ -348,7 +348,7 @@ fn no_number(pnid: &str) -> SendFailure {
 fn failure_of(e: &SendError) -> SendFailure {
     match e {
         SendError::Api { error, .. } => {
-            failure(error.code, &error.kind, &error.message, &error.details)
+            failure(error.code, &error.error_type, &error.message, &error.details)
         }
         SendError::Http { status } => failure(
             0,
@@ -357,6 +357,7 @@ fn failure_of(e: &SendError) -> SendFailure {
             "",
         ),
         SendError::NotSent(why) => failure(0, "not sent", why, "the request never reached Meta"),
+        SendError::Invalid(why) => failure(0, "not sendable", why, "nothing was sent"),
         SendError::NoAnswer(why) => failure(
             0,
             "no answer",

@@ -265,7 +265,7 @@ fn bind_batch<'q>(
         .bind(column(rows, |(_, s)| s.pricing_category.as_deref()))
         .bind(column(rows, |(_, s)| s.conversation_id.as_deref()))
         .bind(column(rows, |(_, s)| s.raw.as_str()))
-        .bind(column(rows, |_| None::<&str>)); // CALLBACK-MERGE: s.callback_data
+        .bind(column(rows, |(_, s)| s.callback_data.as_deref()));
 
     let rows = &plan.states;
     let query = query

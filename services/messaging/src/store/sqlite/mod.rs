@@ -127,8 +127,9 @@ impl Store for SqliteStore {
         for (slot, s) in &plan.statuses {
             let done = sqlx::query(
                 "INSERT INTO message_statuses (wamid, status, timestamp_s, received_at_ms, delivery_id,
-                     business_phone_number_id, recipient_id, errors_json, pricing_category, conversation_id, raw_json)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (wamid, status) DO NOTHING",
+                     business_phone_number_id, recipient_id, errors_json, pricing_category, conversation_id, raw_json,
+                     callback_data)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (wamid, status) DO NOTHING",
             )
             .bind(&s.wamid)
             .bind(&s.status)
@@ -141,6 +142,7 @@ impl Store for SqliteStore {
             .bind(s.pricing_category.as_deref())
             .bind(s.conversation_id.as_deref())
             .bind(&s.raw)
+            .bind(s.callback_data.as_deref())
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
