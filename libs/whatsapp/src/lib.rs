@@ -16,6 +16,7 @@ pub mod graph;
 pub mod outgoing;
 pub mod signature;
 pub mod status;
+pub mod template;
 pub mod updates;
 
 pub use envelope::{Change, Entry, PayloadError, Webhook};
