@@ -114,7 +114,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(numbers[0].label(), "1");
-        assert_eq!((numbers[0].throughput, numbers[0].tier), (Some(1000.0), Some(2000)));
+        assert_eq!(
+            (numbers[0].throughput, numbers[0].tier),
+            (Some(1000.0), Some(2000))
+        );
         let err = parse_file(
             r#"[{"phone_number_id":"1","app_secret":"s","verify_token":"v","throughput":0}]"#,
         )

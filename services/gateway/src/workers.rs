@@ -159,7 +159,11 @@ mod tests {
             live,
             sent_last_minute: sent,
             failed_last_minute: 1,
-            last_error: if error_at > 0 { format!("e{error_at}") } else { String::new() },
+            last_error: if error_at > 0 {
+                format!("e{error_at}")
+            } else {
+                String::new()
+            },
             last_error_code: 131000,
             last_error_at_unix_ms: error_at,
             ..Default::default()
@@ -171,7 +175,11 @@ mod tests {
         let report = report(SendStatus {
             queue_depth: 7,
             due_now: 3,
-            workers: vec![w("a/0", true, 10, 5), w("a/1", true, 4, 9), w("b/0", false, 100, 20)],
+            workers: vec![
+                w("a/0", true, 10, 5),
+                w("a/1", true, 4, 9),
+                w("b/0", false, 100, 20),
+            ],
             ..Default::default()
         });
         let overall = &report.overall;

@@ -32,7 +32,10 @@ mod tests {
 
     #[test]
     fn the_window_is_open_for_24_hours_after_the_last_inbound_message() {
-        assert!(!ServiceWindow { last_inbound_s: 0 }.is_open_at(1_000), "never opened");
+        assert!(
+            !ServiceWindow { last_inbound_s: 0 }.is_open_at(1_000),
+            "never opened"
+        );
         let w = ServiceWindow {
             last_inbound_s: 1_000,
         };

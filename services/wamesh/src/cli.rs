@@ -69,6 +69,14 @@ pub struct NumberArgs {
     pub phone_number_id: Option<String>,
     #[arg(long, env = "WAMESH_WABA_ID")]
     pub waba_id: Option<String>,
+    /// Meta's throughput level of the default number, messages a second (80, 1000 once
+    /// upgraded, 20 shared with the Business app); unset: rate-limit's policy.
+    #[arg(long, env = "WAMESH_THROUGHPUT")]
+    pub throughput: Option<f64>,
+    /// Meta's messaging-limit tier of the default number: users reached outside the window per
+    /// 24 h (250, 2000, 10000, 100000; 0 unlimited); unset: rate-limit's policy.
+    #[arg(long, env = "WAMESH_MESSAGING_TIER")]
+    pub tier: Option<u64>,
     /// A JSON file of more business numbers: [{phone_number_id, waba_id, app_secret, verify_token, access_token}].
     #[arg(long, env = "WAMESH_NUMBERS_FILE")]
     pub numbers_file: Option<PathBuf>,
@@ -122,16 +130,29 @@ pub struct SendArgs {
     /// How often idle workers look for due messages queued by other replicas or coming due.
     #[arg(long, env = "WAMESH_SEND_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub send_poll_interval: Duration,
-    /// Meta's Graph API (or the simulator's address).
-    #[arg(long, env = "WAMESH_GRAPH_API_URL", default_value = "https://graph.facebook.com")]
-    pub graph_api_url: String,
-    #[arg(long, env = "WAMESH_GRAPH_API_VERSION", default_value = "v23.0")]
-    pub graph_api_version: String,
     /// One Graph API call at most; past it the send's outcome is in doubt.
     #[arg(long, env = "WAMESH_GRAPH_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub graph_timeout: Duration,
+}
+
+/// Where messaging sends: Meta's Graph API, through the rate-limit service.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamArgs {
+    /// Meta's Graph API (or the simulator's address).
+    #[arg(
+        long,
+        env = "WAMESH_GRAPH_API_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    pub graph_api_url: String,
+    #[arg(long, env = "WAMESH_GRAPH_API_VERSION", default_value = "v23.0")]
+    pub graph_api_version: String,
     /// The rate-limit service every send asks first.
-    #[arg(long, env = "WAMESH_RATELIMIT_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "WAMESH_RATELIMIT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub ratelimit_url: String,
 }
 
@@ -166,6 +187,8 @@ pub struct MessagingArgs {
     pub ingest: IngestArgs,
     #[command(flatten)]
     pub send: SendArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
     /// The numbers it sends for: their access tokens, WABA ids, throughput and tier.
     #[command(flatten)]
     pub number: NumberArgs,
@@ -275,7 +298,8 @@ pub struct DevArgs {
     pub limiter: LimiterArgs,
     #[command(flatten)]
     pub ingest: IngestArgs,
-    /// Workers, retries and timeouts (the Graph API and rate-limit are the mesh's own).
+    /// Workers, retries and timeouts (messaging sends to the mesh's simulator, through its
+    /// rate-limit).
     #[command(flatten)]
     pub send: SendArgs,
     #[command(flatten)]

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wamesh_gateway::{Gateway, GatewayConfig};
-use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{RateLimit, RateLimitConfig};
 use wamesh_runtime::shutdown::DRAIN_TIMEOUT;
 use wamesh_runtime::{BusinessNumber, Shutdown};
@@ -25,6 +25,8 @@ pub struct MeshConfig {
     pub ingest: IngestConfig,
     pub numbers: Vec<BusinessNumber>,
     pub ingest_timeout: Duration,
+    /// How messaging sends (its Graph API and rate-limit URLs included).
+    pub send: SendConfig,
     /// The rate-limit service, when this mesh runs one.
     pub ratelimit: Option<(TcpListener, RateLimitConfig)>,
     /// The simulator of Meta's Graph API, when this mesh runs one.
@@ -141,6 +143,8 @@ impl Mesh {
             database_url: config.database_url,
             max_db_connections: config.db_max_connections,
             ingest: config.ingest,
+            numbers: config.numbers.clone(),
+            send: config.send,
         })
         .await
         .context("starting messaging")?;

@@ -7,14 +7,14 @@ use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use wamesh_gateway::{Gateway, GatewayConfig};
-use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 use wamesh_simulator::{Simulator, SimulatorConfig};
 
 use crate::cli::{
     BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
-    NumberArgs, RatelimitArgs, SimulatorArgs, StoreArgs,
+    NumberArgs, RatelimitArgs, SendArgs, SimulatorArgs, StoreArgs,
 };
 use crate::mesh::{Mesh, MeshConfig};
 
@@ -48,20 +48,26 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|n| n.access_token.clone())
         .collect();
+    let ratelimit_listener = bind(args.ratelimit_addr).await?;
+    let simulator_listener = bind(args.simulator_addr).await?;
+    // messaging sends to the simulator, through the mesh's own rate-limit.
+    let send = SendConfig {
+        graph_api_url: format!("http://{}", simulator_listener.local_addr()?),
+        ratelimit_url: format!("http://{}", ratelimit_listener.local_addr()?),
+        ..send_config(&args.send)
+    };
     let mesh = Mesh::start(MeshConfig {
         gateway_listener: bind(args.gateway_addr).await?,
         messaging_listener: bind(args.messaging_addr).await?,
+        send,
         database_url,
         db_max_connections: 16,
         ingest: ingest_config(&args.ingest),
         numbers,
         ingest_timeout: std::time::Duration::from_secs(10),
-        ratelimit: Some((
-            bind(args.ratelimit_addr).await?,
-            ratelimit_config(&args.limiter),
-        )),
+        ratelimit: Some((ratelimit_listener, ratelimit_config(&args.limiter))),
         simulator: Some((
-            bind(args.simulator_addr).await?,
+            simulator_listener,
             SimulatorConfig {
                 access_tokens,
                 limits: args.simulator_limits.limits(),
@@ -104,11 +110,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    let mut numbers = numbers_file(&args.number)?;
-    if let Some(default) = env_number(&args.number) {
-        numbers.insert(0, default);
-    }
-    if numbers.is_empty() {
+    let numbers = configured_numbers(&args.number)?;
+    if numbers.iter().all(|n| n.app_secret.is_empty()) {
         tracing::warn!(
             "no app secret configured: every webhook will be refused (set WAMESH_APP_SECRET)"
         );
@@ -124,10 +127,23 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
 }
 
 async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
+    let numbers = configured_numbers(&args.number)?;
+    if !numbers.iter().any(|n| n.access_token.is_some()) {
+        tracing::warn!(
+            "no access token configured: SendMessage will refuse every number (set WAMESH_ACCESS_TOKEN)"
+        );
+    }
     let messaging = Messaging::build(&MessagingConfig {
         database_url: args.store.database_url.clone(),
         max_db_connections: args.store.db_max_connections,
         ingest: ingest_config(&args.ingest),
+        numbers,
+        send: SendConfig {
+            graph_api_url: args.upstream.graph_api_url.clone(),
+            graph_api_version: args.upstream.graph_api_version.clone(),
+            ratelimit_url: args.upstream.ratelimit_url.clone(),
+            ..send_config(&args.send)
+        },
     })
     .await
     .context("starting messaging")?;
@@ -279,12 +295,43 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {addr}"))
 }
 
+/// Sending's workers, retries and timeouts from their flags (its upstreams stay the defaults);
+/// the claim's lease outlasts any Graph API call.
+pub fn send_config(args: &SendArgs) -> SendConfig {
+    let defaults = SendConfig::default();
+    SendConfig {
+        workers: args.send_workers,
+        batch: args.send_batch,
+        max_attempts: args.send_max_attempts,
+        backoff: wamesh_messaging::send::Backoff {
+            base: args.send_retry_base,
+            max: args.send_retry_max,
+        },
+        lease: defaults
+            .lease
+            .max(args.graph_timeout * 2 + std::time::Duration::from_secs(10)),
+        evidence_window: args.send_evidence_window,
+        poll_interval: args.send_poll_interval,
+        graph_timeout: args.graph_timeout,
+        ..defaults
+    }
+}
+
 pub fn ingest_config(args: &IngestArgs) -> IngestConfig {
     IngestConfig {
         committers: args.ingest_committers,
         max_batch: args.ingest_max_batch,
         ..IngestConfig::default()
     }
+}
+
+/// The default number (from the environment) first, then the numbers file's.
+fn configured_numbers(args: &NumberArgs) -> anyhow::Result<Vec<BusinessNumber>> {
+    let mut numbers = numbers_file(args)?;
+    if let Some(default) = env_number(args) {
+        numbers.insert(0, default);
+    }
+    Ok(numbers)
 }
 
 fn numbers_file(args: &NumberArgs) -> anyhow::Result<Vec<BusinessNumber>> {
@@ -294,24 +341,29 @@ fn numbers_file(args: &NumberArgs) -> anyhow::Result<Vec<BusinessNumber>> {
     }
 }
 
-/// The default number from `WAMESH_APP_SECRET` and friends, when a secret is set.
+/// The default number from `WAMESH_APP_SECRET`, `WAMESH_ACCESS_TOKEN` and friends, when a
+/// secret (the gateway's) or a token (messaging's) is set.
 fn env_number(args: &NumberArgs) -> Option<BusinessNumber> {
-    let app_secret = args.app_secret.clone().filter(|s| !s.is_empty())?;
+    let app_secret = args.app_secret.clone().unwrap_or_default();
+    let access_token = args.access_token.clone().filter(|t| !t.is_empty());
+    if app_secret.is_empty() && access_token.is_none() {
+        return None;
+    }
     Some(BusinessNumber {
         phone_number_id: args.phone_number_id.clone(),
         waba_id: args.waba_id.clone(),
         app_secret: Secret::new(app_secret),
         verify_token: Secret::new(args.verify_token.clone().unwrap_or_default()),
-        access_token: args.access_token.clone().map(Secret::new),
-        throughput: None,
-        tier: None,
+        access_token: access_token.map(Secret::new),
+        throughput: args.throughput,
+        tier: args.tier,
     })
 }
 
 /// `wamesh dev`'s default number: from the environment, else from `<data>/dev-secrets.json`,
 /// else generated there, so a restarted dev mesh keeps its secrets.
 pub fn dev_number(args: &NumberArgs, data_dir: &Path) -> anyhow::Result<BusinessNumber> {
-    if let Some(number) = env_number(args) {
+    if let Some(number) = env_number(args).filter(|n| !n.app_secret.is_empty()) {
         return Ok(number);
     }
     let secrets = DevSecrets::load_or_create(data_dir)?;
@@ -323,8 +375,8 @@ pub fn dev_number(args: &NumberArgs, data_dir: &Path) -> anyhow::Result<Business
         access_token: Some(Secret::new(
             args.access_token.clone().unwrap_or(secrets.access_token),
         )),
-        throughput: None,
-        tier: None,
+        throughput: args.throughput,
+        tier: args.tier,
     })
 }
 
@@ -354,8 +406,6 @@ impl DevSecrets {
             app_secret: Secret::generate().expose().to_owned(),
             verify_token: Secret::generate().expose().to_owned(),
             access_token: Secret::generate().expose().to_owned(),
-            throughput: None,
-            tier: None,
         };
         let path = data_dir.join(Self::FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&secrets)?)

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use wamesh::mesh::{Mesh, MeshConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
-use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
+use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown};
 
@@ -157,6 +157,7 @@ impl TestMesh {
             ingest: IngestConfig::default(),
             numbers,
             ingest_timeout,
+            send: SendConfig::default(),
             ratelimit: None,
             simulator: None,
         })
@@ -345,6 +346,8 @@ async fn start_messaging(database_url: &str, listener: TcpListener) -> Running {
         database_url: database_url.to_owned(),
         max_db_connections: DB_MAX_CONNECTIONS,
         ingest: IngestConfig::default(),
+        numbers: Vec::new(),
+        send: SendConfig::default(),
     })
     .await
     .unwrap_or_else(|e| panic!("starting messaging: {e}"));

@@ -21,7 +21,10 @@ pub fn service_window(last_inbound_s: i64, now_s: i64) -> pb::ServiceWindow {
 }
 
 /// A conversation is named by a business number and a contact; both are required.
-pub(super) fn require_conversation(phone_number_id: &str, contact_id: &str) -> Result<(), MessagingError> {
+pub(super) fn require_conversation(
+    phone_number_id: &str,
+    contact_id: &str,
+) -> Result<(), MessagingError> {
     require("business_phone_number_id", phone_number_id)?;
     require("contact_id", contact_id)
 }

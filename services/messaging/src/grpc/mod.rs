@@ -16,10 +16,7 @@ use convert::*;
 use crate::error::MessagingError;
 use crate::ingest::{Ingestor, now_ms};
 use crate::send::{Outbox, StatusBoard};
-use crate::store::{
-    ContactCursor, Direction, IncomingWebhook, MessageCursor, MessageKey, Store, StoredContact,
-    StoredMessage, StoredStatus,
-};
+use crate::store::{Direction, IncomingWebhook, MessageKey, Store, StoredMessage, StoredStatus};
 
 /// The `Messaging` service over a store, its group-commit ingestor and sending's outbox.
 #[derive(Clone)]
@@ -31,7 +28,12 @@ pub struct MessagingService {
 }
 
 impl MessagingService {
-    pub fn new(store: Arc<dyn Store>, ingestor: Ingestor, outbox: Outbox, board: StatusBoard) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ingestor: Ingestor,
+        outbox: Outbox,
+        board: StatusBoard,
+    ) -> Self {
         Self {
             store,
             ingestor,
@@ -365,13 +367,17 @@ impl pb::messaging_server::Messaging for MessagingService {
     #[tracing::instrument(skip_all)]
     async fn create_template(&self, request: Request<pb::Template>) -> Reply<pb::Template> {
         let put = crate::store::outbound::Put::Create;
-        Ok(Response::new(self.put_template(request.into_inner(), put).await?))
+        Ok(Response::new(
+            self.put_template(request.into_inner(), put).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
     async fn update_template(&self, request: Request<pb::Template>) -> Reply<pb::Template> {
         let put = crate::store::outbound::Put::Update;
-        Ok(Response::new(self.put_template(request.into_inner(), put).await?))
+        Ok(Response::new(
+            self.put_template(request.into_inner(), put).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]

@@ -10,7 +10,9 @@ use crate::error::MessagingError;
 use crate::ingest::now_ms;
 use crate::send::plan::FallbackDecision;
 use crate::send::{LIVE_FOR_MS, SendRequest};
-use crate::store::outbound::{OutboundKey, OutboundRow, Put, QueueCounts, TemplateRow, WorkerReport};
+use crate::store::outbound::{
+    OutboundKey, OutboundRow, Put, QueueCounts, TemplateRow, WorkerReport,
+};
 use crate::store::{Direction, MessageKey, StoredStatus};
 
 /// The template statuses, as stored.
@@ -200,7 +202,10 @@ fn outbound_to_pb(
         time_to_delivered_ms: since_queued(delivered_at),
         time_to_read_ms: since_queued(read_at),
         error: failed_status.or(send_error),
-        timeline: timeline.into_iter().map(super::convert::status_to_pb).collect(),
+        timeline: timeline
+            .into_iter()
+            .map(super::convert::status_to_pb)
+            .collect(),
         fallback,
         template_name: row.template_name.unwrap_or_default(),
         template_language: row.template_language.unwrap_or_default(),
@@ -211,9 +216,8 @@ fn outbound_to_pb(
 /// A template as given, checked: its name and language, category and status, components that
 /// parse as Meta's, and a fallback that is not itself.
 fn template_from_pb(t: pb::Template, now: i64) -> Result<TemplateRow, MessagingError> {
-    let invalid = |field: &str, problem: &str| {
-        MessagingError::InvalidArgument(format!("{field}: {problem}"))
-    };
+    let invalid =
+        |field: &str, problem: &str| MessagingError::InvalidArgument(format!("{field}: {problem}"));
     let name_ok = |name: &str| {
         !name.is_empty()
             && name.len() <= 512
@@ -238,15 +242,10 @@ fn template_from_pb(t: pb::Template, now: i64) -> Result<TemplateRow, MessagingE
         .iter()
         .find(|(s, _)| *s as i32 == t.status)
         .map(|(_, name)| *name)
-        .ok_or_else(|| {
-            invalid(
-                "status",
-                "approved, pending, paused, rejected or disabled",
-            )
-        })?;
+        .ok_or_else(|| invalid("status", "approved, pending, paused, rejected or disabled"))?;
     let components: serde_json::Value = serde_json::from_str(&t.components_json)
         .map_err(|e| invalid("components_json", &format!("not JSON: {e}")))?;
-    TemplateSpec::parse(&components).map_err(|e| invalid("components_json", &e))?;
+    TemplateSpec::parse(&components).map_err(|e| invalid("components_json", e.as_str()))?;
     let fallback_name = (!t.fallback_template_name.is_empty()).then_some(t.fallback_template_name);
     let fallback_language = match (&fallback_name, t.fallback_template_language.is_empty()) {
         (None, false) => {
@@ -265,7 +264,10 @@ fn template_from_pb(t: pb::Template, now: i64) -> Result<TemplateRow, MessagingE
     if fallback_name.as_deref() == Some(t.name.as_str())
         && fallback_language.as_deref() == Some(t.language.as_str())
     {
-        return Err(invalid("fallback_template_name", "a template cannot fall back to itself"));
+        return Err(invalid(
+            "fallback_template_name",
+            "a template cannot fall back to itself",
+        ));
     }
     if t.fallback_text.chars().count() > 4096 {
         return Err(invalid("fallback_text", "at most 4096 characters"));
@@ -292,7 +294,9 @@ fn language_ok(language: &str) -> bool {
     let region = parts.next();
     (2..=3).contains(&base.len())
         && base.chars().all(|c| c.is_ascii_lowercase())
-        && region.is_none_or(|r| (2..=3).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        && region.is_none_or(|r| {
+            (2..=3).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric())
+        })
         && parts.next().is_none()
 }
 

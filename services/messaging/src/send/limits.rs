@@ -87,7 +87,9 @@ impl Limits {
         };
         tokio::time::timeout(ACQUIRE_TIMEOUT, asked)
             .await
-            .map_err(|_| LimitsError::Unavailable(format!("no answer within {ACQUIRE_TIMEOUT:?}")))?
+            .map_err(|_| {
+                LimitsError::Unavailable(format!("no answer within {ACQUIRE_TIMEOUT:?}"))
+            })?
     }
 
     /// Meta said 130429 or 131056 anyway: drains the bucket, or holds it closed for `hold`.
@@ -124,7 +126,9 @@ async fn pump(
         let mut answers = match client.acquire_stream(ReceiverStream::new(outgoing)).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
-                let _ = first.1.send(Err(LimitsError::Unavailable(status.message().to_owned())));
+                let _ = first
+                    .1
+                    .send(Err(LimitsError::Unavailable(status.message().to_owned())));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -116,7 +116,7 @@ pub async fn plan(
                 message: OutgoingMessage {
                     to: asked.to.clone(),
                     reply_to: None,
-                callback_data: None,
+                    callback_data: None,
                     content: Content::Template(sent),
                 },
                 preview,
@@ -165,7 +165,7 @@ async fn resolve(
             match check(&spec, &current) {
                 Ok(()) => {
                     return Ok(Resolved::Template {
-                        preview: Some(render(&spec.body_text, &values(&current))),
+                        preview: Some(fill(&spec.body_text, &current)),
                         template: current,
                         reasons,
                     });
@@ -202,7 +202,7 @@ async fn resolve(
         }
         return Ok(match row.fallback_text {
             Some(text) if window_open => Resolved::Text {
-                body: render(&text, &values(&current)),
+                body: fill(&text, &current),
                 reasons,
             },
             Some(_) => {
@@ -251,11 +251,21 @@ fn check(spec: &TemplateSpec, template: &Template) -> Result<(), String> {
     let body = OutgoingMessage {
         to: String::new(),
         reply_to: None,
-                callback_data: None,
+        callback_data: None,
         content: Content::Template(template.clone()),
     }
     .to_graph_body();
     spec.check_send(&body["template"])
+}
+
+/// `text` with its placeholders filled from the template's body parameters.
+fn fill(text: &str, template: &Template) -> String {
+    let values = values(template);
+    let values: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    render(text, &values)
 }
 
 /// The body parameters by placeholder: `{{1}}`, `{{2}}`... or `{{name}}`.
@@ -276,7 +286,12 @@ fn values(template: &Template) -> Vec<(String, String)> {
         .collect()
 }
 
-fn as_text(asked: &OutgoingMessage, template: &Template, body: String, reasons: Vec<String>) -> Plan {
+fn as_text(
+    asked: &OutgoingMessage,
+    template: &Template,
+    body: String,
+    reasons: Vec<String>,
+) -> Plan {
     Plan {
         fallback: Some(FallbackDecision {
             requested: label(template),

@@ -34,7 +34,10 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
 
     fn try_from(request: pb::SendMessageRequest) -> Result<Self, Self::Error> {
         let digest = hex::encode(Sha256::digest(request.encode_to_vec()));
-        required("business_phone_number_id", &request.business_phone_number_id)?;
+        required(
+            "business_phone_number_id",
+            &request.business_phone_number_id,
+        )?;
         required("idempotency_key", &request.idempotency_key)?;
         if request.idempotency_key.chars().count() > MAX_KEY_CHARS {
             return Err(invalid(
@@ -82,7 +85,12 @@ impl TryFrom<pb::SendMessageRequest> for SendRequest {
                 content: Content::Template(t.clone()),
             }
             .validate()
-            .map_err(|e| invalid(&e.field.replacen("template", "fallback_template", 1), e.problem))?;
+            .map_err(|e| {
+                invalid(
+                    &e.field.replacen("template", "fallback_template", 1),
+                    e.problem,
+                )
+            })?;
         }
         Ok(Self {
             business_phone_number_id: request.business_phone_number_id,

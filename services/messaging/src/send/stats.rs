@@ -166,7 +166,11 @@ mod tests {
         let report = stats.report(8);
         assert_eq!(report.in_flight, 3);
         assert_eq!(
-            (report.last_error_code, report.last_error.as_str(), report.last_error_at_ms),
+            (
+                report.last_error_code,
+                report.last_error.as_str(),
+                report.last_error_at_ms
+            ),
             (131000, "Something went wrong", 7)
         );
     }

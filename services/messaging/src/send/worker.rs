@@ -240,7 +240,10 @@ async fn penalize(ctx: &SendContext, message: &Claimed, scope: &str, code: i64, 
             Duration::from_secs(1),
         ),
         131056 => (
-            format!("pair:{}:{}", message.business_phone_number_id, message.recipient),
+            format!(
+                "pair:{}:{}",
+                message.business_phone_number_id, message.recipient
+            ),
             pair_wait(attempt),
         ),
         _ => return,
@@ -347,9 +350,12 @@ fn no_number(pnid: &str) -> SendFailure {
 /// The error as stored: Meta's code and words, or ours for what Meta never answered.
 fn failure_of(e: &SendError) -> SendFailure {
     match e {
-        SendError::Api { error, .. } => {
-            failure(error.code, &error.error_type, &error.message, &error.details)
-        }
+        SendError::Api { error, .. } => failure(
+            error.code,
+            &error.error_type,
+            &error.message,
+            &error.details,
+        ),
         SendError::Http { status } => failure(
             0,
             "HTTP error",

@@ -141,7 +141,14 @@ pub enum Settlement {
 impl Settlement {
     /// As stored: the kind (`accepted`, `deferred`, `retry`, `failed`, `dead`, `in_doubt`), the
     /// wamid, the next attempt's time and the error, each when the kind has one.
-    pub fn columns(&self) -> (&'static str, Option<String>, Option<i64>, Option<&SendFailure>) {
+    pub fn columns(
+        &self,
+    ) -> (
+        &'static str,
+        Option<String>,
+        Option<i64>,
+        Option<&SendFailure>,
+    ) {
         match self {
             Self::Accepted { wamid } => ("accepted", Some(wamid.clone()), None, None),
             Self::Deferred { until_ms } => ("deferred", None, Some(*until_ms), None),
@@ -236,8 +243,11 @@ pub trait OutboundStore: Send + Sync {
     /// Queues a batch in ONE transaction, in input order. A message whose (business number,
     /// idempotency key) is known comes back as the stored one, `duplicate`; the same key twice
     /// in one batch is queued once.
-    async fn enqueue(&self, batch: &[NewOutbound], now_ms: i64)
-    -> Result<Vec<Enqueued>, StoreError>;
+    async fn enqueue(
+        &self,
+        batch: &[NewOutbound],
+        now_ms: i64,
+    ) -> Result<Vec<Enqueued>, StoreError>;
 
     async fn get_outbound(&self, key: &OutboundKey) -> Result<Option<OutboundRow>, StoreError>;
 
@@ -305,7 +315,10 @@ pub fn in_input_order(
     batch
         .iter()
         .map(|m| {
-            let key = (m.business_phone_number_id.clone(), m.idempotency_key.clone());
+            let key = (
+                m.business_phone_number_id.clone(),
+                m.idempotency_key.clone(),
+            );
             let stored = rows.get(&key).ok_or_else(|| {
                 StoreError::Other(sqlx::Error::RowNotFound) // inserted or found: cannot be missing
             })?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wamesh_messaging::store::{
-    ContactCursor, Direction, IncomingWebhook, IngestOutcome, MessageCursor, MessageKey,
-    Store, StoredContact, StoredMessage,
+    ContactCursor, Direction, IncomingWebhook, IngestOutcome, MessageCursor, MessageKey, Store,
+    StoredContact, StoredMessage,
 };
 use wamesh_whatsapp::{DeliveryStatus, Updates, Webhook};
 

@@ -98,7 +98,11 @@ async fn enqueue_is_idempotent_by_key_within_and_across_batches(store: Arc<dyn S
     assert!(!done[0].duplicate && !done[1].duplicate);
     assert!(done[2].duplicate, "the same key later in the batch");
     assert_eq!(done[2].row.id, done[0].row.id);
-    assert_eq!(done[2].row.preview.as_deref(), Some("one"), "the first one won");
+    assert_eq!(
+        done[2].row.preview.as_deref(),
+        Some("one"),
+        "the first one won"
+    );
     assert_ne!(done[0].row.id, done[1].row.id);
     assert_eq!(
         (done[0].row.state.as_str(), done[0].row.attempts),
@@ -179,8 +183,17 @@ async fn claims_take_due_messages_oldest_first_and_never_the_same_twice(store: A
         NOW,
     )
     .await;
-    assert!(store.claim("w5", 5, 10, NOW + 4_999, NOW + 60_000).await.unwrap().is_empty());
-    let due = store.claim("w5", 6, 10, NOW + 5_000, NOW + 60_000).await.unwrap();
+    assert!(
+        store
+            .claim("w5", 5, 10, NOW + 4_999, NOW + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = store
+        .claim("w5", 6, 10, NOW + 5_000, NOW + 60_000)
+        .await
+        .unwrap();
     assert_eq!(due.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c.id]);
 }
 
@@ -191,7 +204,11 @@ async fn a_settle_applies_only_under_the_claim_that_holds_the_message(store: Arc
         wamid: "wamid.A".into(),
     };
     assert_eq!(settle(&*store, row.id, 8, accepted.clone(), NOW).await, 0);
-    assert_eq!(get(&*store, row.id).await.state, "sending", "another claim's token");
+    assert_eq!(
+        get(&*store, row.id).await.state,
+        "sending",
+        "another claim's token"
+    );
     assert_eq!(settle(&*store, row.id, 7, accepted.clone(), NOW).await, 1);
     assert_eq!(get(&*store, row.id).await.state, "sent");
     // Settled already: a second answer of the same claim changes nothing.
@@ -226,9 +243,7 @@ async fn each_outcome_moves_the_message_as_it_should(store: Arc<dyn Store>) {
         Settlement::Dead {
             error: failure(130429),
         },
-        Settlement::InDoubt {
-            error: failure(0),
-        },
+        Settlement::InDoubt { error: failure(0) },
     ];
     let settles: Vec<Settle> = rows
         .iter()
@@ -282,7 +297,11 @@ async fn each_outcome_moves_the_message_as_it_should(store: Arc<dyn Store>) {
     // The accepted one is in the conversation history, as sent by wamesh.
     let message = outbound(&*store, "wamid.OK").await;
     assert_eq!(
-        (message.origin.as_str(), message.contact_id.as_str(), message.kind.as_str()),
+        (
+            message.origin.as_str(),
+            message.contact_id.as_str(),
+            message.kind.as_str()
+        ),
         ("api", USER, "text")
     );
     assert_eq!(message.text_body.as_deref(), Some("accepted"));
@@ -293,7 +312,9 @@ fn rows_error(row: &OutboundRow) -> &str {
 }
 
 async fn an_accepted_send_fills_in_the_message_its_status_created_first(store: Arc<dyn Store>) {
-    let row = enqueue(&*store, &[new("k", "hello there")], NOW).await.remove(0);
+    let row = enqueue(&*store, &[new("k", "hello there")], NOW)
+        .await
+        .remove(0);
     store.claim("w", 1, 1, NOW, NOW + 60_000).await.unwrap();
     // The status webhook outruns the Graph API's answer.
     let status = status_webhook(PHONE, "wamid.EARLY", "delivered", 1_700_000_001, USER, None);
@@ -317,7 +338,10 @@ async fn an_expired_claim_goes_in_doubt_and_a_status_with_its_callback_data_prov
     store: Arc<dyn Store>,
 ) {
     let rows = enqueue(&*store, &[new("a", "x"), new("b", "y")], NOW).await;
-    store.claim("dead-worker", 3, 2, NOW, NOW + 1_000).await.unwrap();
+    store
+        .claim("dead-worker", 3, 2, NOW, NOW + 1_000)
+        .await
+        .unwrap();
     let done = store.reconcile(NOW + 999, NOW - 600_000).await.unwrap();
     assert_eq!(done.expired, 0, "the lease still holds");
     let done = store.reconcile(NOW + 1_001, NOW - 600_000).await.unwrap();
@@ -336,7 +360,11 @@ async fn an_expired_claim_goes_in_doubt_and_a_status_with_its_callback_data_prov
         ("sent", Some("wamid.PROOF"))
     );
     assert_eq!(outbound(&*store, "wamid.PROOF").await.origin, "api");
-    assert_eq!(get(&*store, rows[1].id).await.state, "in_doubt", "no evidence yet");
+    assert_eq!(
+        get(&*store, rows[1].id).await.state,
+        "in_doubt",
+        "no evidence yet"
+    );
 }
 
 async fn a_message_in_doubt_without_evidence_is_queued_again_only_after_the_window(
@@ -347,13 +375,26 @@ async fn a_message_in_doubt_without_evidence_is_queued_again_only_after_the_wind
     let doubt = Settlement::InDoubt { error: failure(0) };
     settle(&*store, row.id, 5, doubt, NOW).await;
     // An inbound message with the same wamid-looking text proves nothing: only callback data.
-    ingest_one(&*store, incoming(&text_webhook(PHONE, USER, "wamid.IN", 1, "hi"), NOW)).await;
+    ingest_one(
+        &*store,
+        incoming(&text_webhook(PHONE, USER, "wamid.IN", 1, "hi"), NOW),
+    )
+    .await;
     let done = store.reconcile(NOW + 10, NOW - 1).await.unwrap();
     assert_eq!(done.requeued, 0, "went in doubt after the window's start");
-    assert!(store.claim("w", 6, 1, NOW + 10, NOW + 60_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("w", 6, 1, NOW + 10, NOW + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let done = store.reconcile(NOW + 20, NOW + 1).await.unwrap();
     assert_eq!(done.requeued, 1);
-    let again = store.claim("w", 7, 1, NOW + 20, NOW + 60_000).await.unwrap();
+    let again = store
+        .claim("w", 7, 1, NOW + 20, NOW + 60_000)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1, "due again");
     assert_eq!(again[0].attempts, 1, "the attempt in doubt counts");
 }
@@ -369,9 +410,7 @@ async fn queue_counts_see_every_state(store: Arc<dyn Store>) {
         Settlement::Deferred {
             until_ms: NOW + 10_000,
         },
-        Settlement::Dead {
-            error: failure(1),
-        },
+        Settlement::Dead { error: failure(1) },
         Settlement::InDoubt { error: failure(0) },
     ];
     let settles: Vec<Settle> = claimed
@@ -419,9 +458,7 @@ async fn worker_reports_replace_each_other_by_worker(store: Arc<dyn Store>) {
     );
 }
 
-async fn templates_are_created_once_updated_in_place_and_listed_by_filter(
-    store: Arc<dyn Store>,
-) {
+async fn templates_are_created_once_updated_in_place_and_listed_by_filter(store: Arc<dyn Store>) {
     let template = |waba: &str, name: &str, language: &str, status: &str, at: i64| TemplateRow {
         waba_id: waba.into(),
         name: name.into(),
@@ -437,13 +474,27 @@ async fn templates_are_created_once_updated_in_place_and_listed_by_filter(
     };
     let order = template("w1", "order", "en_US", "approved", 1);
     assert!(store.put_template(&order, Put::Create).await.unwrap());
-    assert!(!store.put_template(&order, Put::Create).await.unwrap(), "exists");
+    assert!(
+        !store.put_template(&order, Put::Create).await.unwrap(),
+        "exists"
+    );
     let missing = template("w1", "nope", "en_US", "approved", 1);
     assert!(!store.put_template(&missing, Put::Update).await.unwrap());
     let paused = template("w1", "order", "en_US", "paused", 9);
     assert!(store.put_template(&paused, Put::Update).await.unwrap());
-    let stored = store.get_template("w1", "order", "en_US").await.unwrap().unwrap();
-    assert_eq!((stored.status.as_str(), stored.created_at_ms, stored.updated_at_ms), ("paused", 1, 9));
+    let stored = store
+        .get_template("w1", "order", "en_US")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            stored.status.as_str(),
+            stored.created_at_ms,
+            stored.updated_at_ms
+        ),
+        ("paused", 1, 9)
+    );
     for t in [
         template("w1", "order", "pt_BR", "approved", 2),
         template("w2", "order", "en_US", "approved", 3),
@@ -458,7 +509,12 @@ async fn templates_are_created_once_updated_in_place_and_listed_by_filter(
     };
     assert_eq!(
         names(store.list_templates("", "").await.unwrap()),
-        ["/welcome/en_US", "w1/order/en_US", "w1/order/pt_BR", "w2/order/en_US"]
+        [
+            "/welcome/en_US",
+            "w1/order/en_US",
+            "w1/order/pt_BR",
+            "w2/order/en_US"
+        ]
     );
     assert_eq!(
         names(store.list_templates("w1", "").await.unwrap()),
@@ -468,5 +524,11 @@ async fn templates_are_created_once_updated_in_place_and_listed_by_filter(
         names(store.list_templates("", "order").await.unwrap()).len(),
         3
     );
-    assert!(store.get_template("w3", "order", "en_US").await.unwrap().is_none());
+    assert!(
+        store
+            .get_template("w3", "order", "en_US")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -181,6 +181,8 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
             tier: None,
         }],
         ingest_timeout: Duration::from_secs(10),
+        // Nothing is sent: no number has an access token.
+        send: wamesh_messaging::SendConfig::default(),
         ratelimit: None,
         simulator: None,
     })

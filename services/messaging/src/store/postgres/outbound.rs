@@ -56,8 +56,17 @@ impl OutboundStore for PgStore {
         let mut rows: HashMap<(String, String), Enqueued> = inserted
             .into_iter()
             .map(|row| {
-                let key = (row.business_phone_number_id.clone(), row.idempotency_key.clone());
-                (key, Enqueued { row, duplicate: false })
+                let key = (
+                    row.business_phone_number_id.clone(),
+                    row.idempotency_key.clone(),
+                );
+                (
+                    key,
+                    Enqueued {
+                        row,
+                        duplicate: false,
+                    },
+                )
             })
             .collect();
         if rows.len() < unique.len() {
@@ -71,7 +80,10 @@ impl OutboundStore for PgStore {
             .fetch_all(&mut *tx)
             .await?;
             for row in known {
-                let key = (row.business_phone_number_id.clone(), row.idempotency_key.clone());
+                let key = (
+                    row.business_phone_number_id.clone(),
+                    row.idempotency_key.clone(),
+                );
                 rows.entry(key).or_insert(Enqueued {
                     row,
                     duplicate: true,

@@ -19,7 +19,10 @@ impl OutboundStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let mut rows: HashMap<(String, String), Enqueued> = HashMap::new();
         for m in batch {
-            let key = (m.business_phone_number_id.clone(), m.idempotency_key.clone());
+            let key = (
+                m.business_phone_number_id.clone(),
+                m.idempotency_key.clone(),
+            );
             if rows.contains_key(&key) {
                 continue;
             }
@@ -136,9 +139,15 @@ impl OutboundStore for SqliteStore {
         let mut applied = 0;
         for s in batch {
             let (kind, wamid, next_at, error) = s.result.columns();
-            let row: Option<(Option<String>, String, String, String, Option<String>, String)> =
-                sqlx::query_as(
-                    "UPDATE outbound_messages SET
+            let row: Option<(
+                Option<String>,
+                String,
+                String,
+                String,
+                Option<String>,
+                String,
+            )> = sqlx::query_as(
+                "UPDATE outbound_messages SET
                          state = CASE ?1 WHEN 'accepted' THEN 'sent' WHEN 'deferred' THEN 'queued'
                                          WHEN 'retry' THEN 'queued' ELSE ?1 END,
                          attempts = attempts + CASE WHEN ?1 = 'deferred' THEN 0 ELSE 1 END,
@@ -151,17 +160,17 @@ impl OutboundStore for SqliteStore {
                          lease_until_ms = NULL
                      WHERE id = ?7 AND claim_token = ?8 AND state IN ('sending', 'in_doubt')
                      RETURNING wamid, business_phone_number_id, recipient, type, preview, payload",
-                )
-                .bind(kind)
-                .bind(wamid)
-                .bind(now_ms)
-                .bind(next_at)
-                .bind(error.map(|e| e.code))
-                .bind(error.map(|e| e.json.as_str()))
-                .bind(s.id)
-                .bind(s.claim_token)
-                .fetch_optional(&mut *tx)
-                .await?;
+            )
+            .bind(kind)
+            .bind(wamid)
+            .bind(now_ms)
+            .bind(next_at)
+            .bind(error.map(|e| e.code))
+            .bind(error.map(|e| e.json.as_str()))
+            .bind(s.id)
+            .bind(s.claim_token)
+            .fetch_optional(&mut *tx)
+            .await?;
             let Some((wamid, phone, recipient, kind_sent, preview, payload)) = row else {
                 continue; // no longer held by this claim
             };
