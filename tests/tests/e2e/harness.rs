@@ -361,7 +361,7 @@ async fn bind(address: &str) -> TcpListener {
 }
 
 /// Binds an address that was just released (the OS may hold it for a moment).
-async fn bind_again(address: SocketAddr) -> TcpListener {
+pub async fn bind_again(address: SocketAddr) -> TcpListener {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match TcpListener::bind(address).await {
@@ -380,7 +380,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 }
 
 /// Logs of every test go to the test's captured output; `RUST_LOG` tunes them (default warn).
-fn init_tracing() {
+pub fn init_tracing() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()

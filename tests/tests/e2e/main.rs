@@ -12,6 +12,8 @@
 //! - [`conversations`]: pagination and the customer service window.
 //! - [`endpoints`]: the verify handshake, health, readiness and metrics.
 //! - [`outages`]: messaging or its database down, then back.
+//! - [`sending`]: `SendMessage` to the simulated Meta and back: content, the window, templates,
+//!   retries, rate limits, delivery tracking, and a crash in the middle of a load.
 
 /// Generates `mod postgres` and `mod sqlite`, each with one test per listed
 /// `async fn name(backend: Backend)` of the calling module.
@@ -42,3 +44,4 @@ mod delivery;
 mod endpoints;
 mod outages;
 mod rejections;
+mod sending;
