@@ -11,6 +11,7 @@
 pub mod envelope;
 pub mod signature;
 pub mod status;
+pub mod template;
 pub mod updates;
 
 pub use envelope::{Change, Entry, PayloadError, Webhook};
