@@ -182,32 +182,7 @@ pub struct SimulatorArgs {
     )]
     pub access_tokens: Vec<String>,
     #[command(flatten)]
-    pub limits: SimLimitArgs,
-}
-
-/// How fast the simulated Meta lets a business send.
-#[derive(Debug, Clone, Args)]
-pub struct SimLimitArgs {
-    /// Messages per second per business number, and a second's worth at once; over it: 130429.
-    #[arg(long, env = "WAMESH_SIMULATOR_THROUGHPUT", default_value_t = 80.0)]
-    pub sim_throughput: f64,
-    /// Messages to one recipient in a burst; over it: 131056.
-    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_BURST", default_value_t = 45.0)]
-    pub sim_pair_burst: f64,
-    /// One more message to the same recipient every this long.
-    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_INTERVAL", default_value = "6s", value_parser = parse_duration)]
-    pub sim_pair_interval: Duration,
-}
-
-impl SimLimitArgs {
-    pub fn limits(&self) -> wamesh_simulator::SendLimits {
-        wamesh_simulator::SendLimits {
-            throughput_per_s: self.sim_throughput,
-            throughput_burst: self.sim_throughput,
-            pair_burst: self.sim_pair_burst,
-            pair_interval: self.sim_pair_interval,
-        }
-    }
+    pub options: wamesh_simulator::SimulatorOptions,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -227,8 +202,9 @@ pub struct DevArgs {
     /// The simulator of Meta's Graph API.
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
     pub simulator_addr: SocketAddr,
+    /// The simulator's knobs (`--sim-*`, `WAMESH_SIMULATOR_*`).
     #[command(flatten)]
-    pub simulator_limits: SimLimitArgs,
+    pub simulator_limits: wamesh_simulator::SimulatorOptions,
     #[command(flatten)]
     pub limiter: LimiterArgs,
     #[command(flatten)]

@@ -10,7 +10,7 @@ use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
-use wamesh_simulator::{Simulator, SimulatorConfig};
+use wamesh_simulator::Simulator;
 
 use crate::cli::{
     BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
@@ -62,10 +62,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )),
         simulator: Some((
             bind(args.simulator_addr).await?,
-            SimulatorConfig {
-                access_tokens,
-                limits: args.simulator_limits.limits(),
-            },
+            args.simulator_limits.config(access_tokens)?,
         )),
     })
     .await?;
@@ -234,10 +231,13 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
         !access_tokens.is_empty(),
         "the simulator needs the access tokens it accepts: set WAMESH_ACCESS_TOKEN or --access-token"
     );
-    let simulator = Simulator::build(SimulatorConfig {
-        access_tokens,
-        limits: args.limits.limits(),
-    });
+    let config = args.options.config(access_tokens)?;
+    if config.webhook.is_none() {
+        tracing::warn!(
+            "no webhook target: statuses and user messages are not sent (set WAMESH_SIMULATOR_WEBHOOK_URL and WAMESH_SIMULATOR_APP_SECRET)"
+        );
+    }
+    let simulator = Simulator::build(config);
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "simulator listening");
     serve_until_signal(|stop| simulator.serve(listener, stop)).await
