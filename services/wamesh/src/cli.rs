@@ -182,7 +182,7 @@ pub struct SimulatorArgs {
     )]
     pub access_tokens: Vec<String>,
     #[command(flatten)]
-    pub options: wamesh_simulator::SimulatorOptions,
+    pub options: Box<wamesh_simulator::SimulatorOptions>,
 }
 
 #[derive(Debug, Clone, Args)]
