@@ -1,5 +1,7 @@
 //! Meta's error answer: `{"error":{"message","type","code","error_data":{"messaging_product",
-//! "details"},"fbtrace_id"}}`. Clients branch on `code` and `details`, so both are exact.
+//! "details"},"fbtrace_id"}}`. Clients branch on `code` and `details`, so both are exact. The
+//! same errors ride in `failed` statuses as `{code, title, message, error_data:{details}, href}`.
+//! It is the crate's one error type: the `/_sim/*` endpoints answer bad input with it too (100).
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -18,8 +18,7 @@ use crate::knobs::digits;
 use crate::outbox::Update;
 
 /// What the user sent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Content {
     Text(String),
     ButtonReply {
@@ -29,7 +28,6 @@ pub enum Content {
     ListReply {
         id: String,
         title: String,
-        #[serde(default)]
         description: Option<String>,
     },
     /// A template's quick-reply button: its payload (the button's text when the send gave

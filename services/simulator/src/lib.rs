@@ -131,6 +131,8 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// Builds the state; nothing runs until [`Simulator::serve`]. Infallible: the config's
+    /// parts were checked when they were made ([`Template::new`], [`SimulatorOptions::config`]).
     pub fn build(config: SimulatorConfig) -> Self {
         let knobs = Knobs {
             behaviour: config.behaviour,
