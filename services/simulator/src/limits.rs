@@ -34,6 +34,25 @@ impl Default for SendLimits {
     }
 }
 
+impl SendLimits {
+    /// Checks every value is positive; the error names the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("throughput_per_s", self.throughput_per_s),
+            ("throughput_burst", self.throughput_burst),
+            ("pair_burst", self.pair_burst),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{name} must be a positive number, not {value}"));
+            }
+        }
+        if self.pair_interval.is_zero() {
+            return Err("pair_interval must be longer than 0".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// One bucket, with its own capacity and refill rate (tokens per second).
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -61,23 +80,44 @@ impl Bucket {
 /// The buckets of every number and pair.
 #[derive(Debug)]
 pub struct Limiter {
+    inner: Mutex<Buckets>,
+}
+
+#[derive(Debug)]
+struct Buckets {
     limits: SendLimits,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: HashMap<String, Bucket>,
 }
 
 impl Limiter {
     pub fn new(limits: SendLimits) -> Self {
         Self {
-            limits,
-            buckets: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Buckets {
+                limits,
+                buckets: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> SendLimits {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).limits
+    }
+
+    /// New limits, and every bucket full again under them (a clean start, as after a restart).
+    pub fn set_limits(&self, limits: SendLimits) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.limits != limits {
+            inner.limits = limits;
+            inner.buckets.clear();
         }
     }
 
     /// Takes one send of `phone_number_id` to `wa_id`, or answers Meta's error.
     pub fn take(&self, phone_number_id: &str, wa_id: &str) -> Result<(), GraphError> {
         let now = Instant::now();
-        let limits = self.limits;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let limits = inner.limits;
+        let buckets = &mut inner.buckets;
         let current = |key: String, capacity: f64, rate: f64| {
             let bucket = buckets
                 .get(&key)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+pub use wamesh_runtime::parse_duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -247,32 +248,7 @@ pub struct SimulatorArgs {
     )]
     pub access_tokens: Vec<String>,
     #[command(flatten)]
-    pub limits: SimLimitArgs,
-}
-
-/// How fast the simulated Meta lets a business send.
-#[derive(Debug, Clone, Args)]
-pub struct SimLimitArgs {
-    /// Messages per second per business number, and a second's worth at once; over it: 130429.
-    #[arg(long, env = "WAMESH_SIMULATOR_THROUGHPUT", default_value_t = 80.0)]
-    pub sim_throughput: f64,
-    /// Messages to one recipient in a burst; over it: 131056.
-    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_BURST", default_value_t = 45.0)]
-    pub sim_pair_burst: f64,
-    /// One more message to the same recipient every this long.
-    #[arg(long, env = "WAMESH_SIMULATOR_PAIR_INTERVAL", default_value = "6s", value_parser = parse_duration)]
-    pub sim_pair_interval: Duration,
-}
-
-impl SimLimitArgs {
-    pub fn limits(&self) -> wamesh_simulator::SendLimits {
-        wamesh_simulator::SendLimits {
-            throughput_per_s: self.sim_throughput,
-            throughput_burst: self.sim_throughput,
-            pair_burst: self.sim_pair_burst,
-            pair_interval: self.sim_pair_interval,
-        }
-    }
+    pub options: Box<wamesh_simulator::SimulatorOptions>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,8 +268,9 @@ pub struct DevArgs {
     /// The simulator of Meta's Graph API.
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
     pub simulator_addr: SocketAddr,
+    /// The simulator's knobs (`--sim-*`, `WAMESH_SIMULATOR_*`).
     #[command(flatten)]
-    pub simulator_limits: SimLimitArgs,
+    pub simulator_limits: wamesh_simulator::SimulatorOptions,
     #[command(flatten)]
     pub limiter: LimiterArgs,
     #[command(flatten)]
@@ -316,37 +293,9 @@ pub enum BenchCommand {
     Ratelimit(crate::bench::ratelimit::RatelimitBench),
 }
 
-/// `10s`, `500ms`, `2m` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("3h").is_err());
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -10,7 +10,7 @@ use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
-use wamesh_simulator::{Simulator, SimulatorConfig};
+use wamesh_simulator::{Simulator, WebhookTarget};
 
 use crate::cli::{
     BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
@@ -48,8 +48,20 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|n| n.access_token.clone())
         .collect();
+    let gateway_listener = bind(args.gateway_addr).await?;
     let ratelimit_listener = bind(args.ratelimit_addr).await?;
     let simulator_listener = bind(args.simulator_addr).await?;
+    // The simulated Meta signs its webhooks to this mesh's gateway with the dev app secret.
+    let mut simulator = args.simulator_limits.config(access_tokens)?;
+    if simulator.webhook.is_none() {
+        simulator.webhook = Some(WebhookTarget {
+            url: format!(
+                "http://{}/api/webhooks/whatsapp",
+                gateway_listener.local_addr()?
+            ),
+            app_secret: number.app_secret.clone(),
+        });
+    }
     // messaging sends to the simulator, through the mesh's own rate-limit.
     let send = SendConfig {
         graph_api_url: format!("http://{}", simulator_listener.local_addr()?),
@@ -57,7 +69,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ..send_config(&args.send)
     };
     let mesh = Mesh::start(MeshConfig {
-        gateway_listener: bind(args.gateway_addr).await?,
+        gateway_listener,
         messaging_listener: bind(args.messaging_addr).await?,
         send,
         database_url,
@@ -68,10 +80,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ratelimit: Some((ratelimit_listener, ratelimit_config(&args.limiter))),
         simulator: Some((
             simulator_listener,
-            SimulatorConfig {
-                access_tokens,
-                limits: args.simulator_limits.limits(),
-            },
+            simulator,
         )),
     })
     .await?;
@@ -250,10 +259,13 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
         !access_tokens.is_empty(),
         "the simulator needs the access tokens it accepts: set WAMESH_ACCESS_TOKEN or --access-token"
     );
-    let simulator = Simulator::build(SimulatorConfig {
-        access_tokens,
-        limits: args.limits.limits(),
-    });
+    let config = args.options.config(access_tokens)?;
+    if config.webhook.is_none() {
+        tracing::warn!(
+            "no webhook target: statuses and user messages are not sent (set WAMESH_SIMULATOR_WEBHOOK_URL and WAMESH_SIMULATOR_APP_SECRET)"
+        );
+    }
+    let simulator = Simulator::build(config);
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "simulator listening");
     serve_until_signal(|stop| simulator.serve(listener, stop)).await

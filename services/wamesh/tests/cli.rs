@@ -438,6 +438,126 @@ async fn simulator_accepts_sends_with_its_token_records_them_and_stops_on_sigter
     stops_cleanly_on_sigterm(child, "simulator").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_sends_signed_status_webhooks_where_its_environment_says() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let half = Command::new(BIN)
+        .args(["simulator", "--addr", "127.0.0.1:0"])
+        .env("WAMESH_ACCESS_TOKEN", "tok")
+        .env("WAMESH_SIMULATOR_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .env_remove("WAMESH_SIMULATOR_APP_SECRET")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("wamesh simulator runs");
+    assert!(!half.status.success(), "a webhook URL without its secret");
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        stderr.contains("WAMESH_SIMULATOR_APP_SECRET"),
+        "the error names the missing setting: {stderr}"
+    );
+    let bad_rate = Command::new(BIN)
+        .args(["simulator", "--addr", "127.0.0.1:0", "--sim-drop-rate", "2"])
+        .env("WAMESH_ACCESS_TOKEN", "tok")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("wamesh simulator runs");
+    assert!(!bad_rate.status.success());
+    let stderr = String::from_utf8_lossy(&bad_rate.stderr);
+    assert!(stderr.contains("drop-rate"), "{stderr}");
+
+    // The gateway: keeps the bodies whose signature verifies with the secret.
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let kept = bodies.clone();
+    let gateway = axum::Router::new().route(
+        "/api/webhooks/whatsapp",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let header = headers
+                        .get(wamesh_whatsapp::SIGNATURE_HEADER)
+                        .and_then(|v| v.to_str().ok());
+                    if wamesh_whatsapp::verify_signature(b"sim-secret", &body, header).is_err() {
+                        return axum::http::StatusCode::FORBIDDEN;
+                    }
+                    kept.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!(
+        "http://{}/api/webhooks/whatsapp",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, gateway).await });
+
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["simulator", "--addr", &format!("127.0.0.1:{port}")])
+        .env("WAMESH_ACCESS_TOKEN", "tok")
+        .env("WAMESH_SIMULATOR_WEBHOOK_URL", &hook)
+        .env("WAMESH_SIMULATOR_APP_SECRET", "sim-secret")
+        .env("WAMESH_SIMULATOR_SENT_AFTER", "0ms")
+        .env("WAMESH_SIMULATOR_DELIVERED_AFTER", "0ms")
+        .env("WAMESH_SIMULATOR_READ_AFTER", "0ms")
+        .env("WAMESH_SIMULATOR_WABA_ID", "777")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map(KillOnDrop)
+        .expect("wamesh simulator starts");
+    let http = reqwest::Client::new();
+    let mut answer = None;
+    for _ in 0..300 {
+        let sent = http
+            .post(format!("http://127.0.0.1:{port}/v23.0/1065/messages"))
+            .bearer_auth("tok")
+            .json(
+                &serde_json::json!({"messaging_product": "whatsapp", "to": "15551234567",
+                "type": "template",
+                "template": {"name": "hello_world", "language": {"code": "en_US"}}}),
+            )
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            answer = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = answer.expect("wamesh simulator listens");
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    let wamid = answer["messages"][0]["id"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..300 {
+        statuses = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w["entry"][0]["id"] == "777")
+            .flat_map(|w| {
+                w["entry"][0]["changes"][0]["value"]["statuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| s["id"] == wamid.as_str())
+            .map(|s| s["status"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>();
+        if statuses.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec!["delivered", "read", "sent"]);
+    stops_cleanly_on_sigterm(child, "simulator").await;
+}
+
 /// Sends SIGTERM and waits (30 s at most) for a successful exit.
 async fn stops_cleanly_on_sigterm(mut child: KillOnDrop, command: &str) {
     let status = Command::new("kill")

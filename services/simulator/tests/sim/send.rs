@@ -1,70 +1,13 @@
-//! The simulator's send endpoint over real HTTP on port 0: Meta's answers, and the record of
-//! everything received.
+//! The send endpoint: Meta's answers, and the record of everything received.
 use serde_json::{Value, json};
 use std::time::Duration;
-use wamesh_runtime::{Secret, Shutdown};
 
-use wamesh_simulator::{Recorder, SendLimits, Simulator, SimulatorConfig};
+use wamesh_simulator::{SendLimits, SimulatorConfig};
 
-const TOKEN: &str = "sim-test-token";
-
-struct Sim {
-    base: String,
-    http: reqwest::Client,
-    recorder: Recorder,
-    shutdown: Shutdown,
-}
-
-impl Sim {
-    async fn start() -> Self {
-        Self::start_with(SendLimits::default()).await
-    }
-
-    async fn start_with(limits: SendLimits) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let simulator = Simulator::build(SimulatorConfig {
-            access_tokens: vec![Secret::new(TOKEN)],
-            limits,
-        });
-        let recorder = simulator.recorder();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = Shutdown::new();
-        tokio::spawn(simulator.serve(listener, shutdown.clone()));
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            recorder,
-            shutdown,
-        }
-    }
-
-    /// Sends as a business would; answers the HTTP status and body.
-    async fn send(&self, token: Option<&str>, body: &str) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/v23.0/1065/messages", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("the simulator answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON answer"))
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+use crate::harness::{Sim, TOKEN, config, refusal};
 
 fn text(to: &str, body: &str) -> String {
-    json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
-           "type": "text", "text": {"body": body}})
-    .to_string()
+    crate::harness::text(to, body).to_string()
 }
 
 fn buttons(titles: &[&str]) -> String {
@@ -77,20 +20,6 @@ fn buttons(titles: &[&str]) -> String {
            "interactive": {"type": "button", "body": {"text": "Pick one"},
                            "action": {"buttons": buttons}}})
     .to_string()
-}
-
-/// The error code and details of a refusal.
-fn refusal(answer: &Value) -> (i64, &str) {
-    let error = &answer["error"];
-    assert_eq!(
-        error["error_data"]["messaging_product"], "whatsapp",
-        "{answer}"
-    );
-    assert!(error["fbtrace_id"].is_string(), "{answer}");
-    (
-        error["code"].as_i64().expect("a code"),
-        error["error_data"]["details"].as_str().expect("details"),
-    )
 }
 
 #[tokio::test]
@@ -128,6 +57,8 @@ async fn an_accepted_text_gets_a_wamid_and_is_recorded_as_sent() {
         .json()
         .await
         .unwrap();
+    assert_eq!(listed["more"], false);
+    assert_eq!(listed["dropped"], 0);
     let listed = listed["messages"].as_array().expect("messages").clone();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0]["wamid"], wamid);
@@ -293,11 +224,14 @@ async fn lists_within_meta_limits_are_accepted_and_beyond_them_refused() {
 #[tokio::test]
 async fn a_number_over_its_throughput_gets_130429_and_a_pair_over_its_rate_131056() {
     // Refills too slow to matter within the test (one token in 1,000 s and in an hour).
-    let sim = Sim::start_with(SendLimits {
-        throughput_per_s: 0.001,
-        throughput_burst: 3.0,
-        pair_burst: 2.0,
-        pair_interval: Duration::from_secs(3600),
+    let sim = Sim::start_with(SimulatorConfig {
+        limits: SendLimits {
+            throughput_per_s: 0.001,
+            throughput_burst: 3.0,
+            pair_burst: 2.0,
+            pair_interval: Duration::from_secs(3600),
+        },
+        ..config(None)
     })
     .await;
     let codes = |answers: &[(u16, Value)]| -> Vec<i64> {

@@ -1,0 +1,15 @@
+//! Sending, end to end: `SendMessage` into messaging, out through rate-limit to the simulated
+//! Meta, and back as signed status webhooks through the gateway. Real Postgres, Redis and
+//! servers on port 0 (see [`harness`]).
+//!
+//! - [`content`]: every content type as Meta documents it; invalid content refused by field.
+//! - [`rules`]: the window, template fallbacks, idempotency, retries, dead letters, the
+//!   delivery timeline and the workers' report.
+//! - [`limits`]: a number's throughput, a user's pair rate and the messaging-limit tier hold.
+//! - [`crash`]: messaging killed in the middle of a load sends every message exactly once.
+mod harness;
+
+mod content;
+mod crash;
+mod limits;
+mod rules;
