@@ -78,10 +78,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         numbers,
         ingest_timeout: std::time::Duration::from_secs(10),
         ratelimit: Some((ratelimit_listener, ratelimit_config(&args.limiter))),
-        simulator: Some((
-            simulator_listener,
-            simulator,
-        )),
+        simulator: Some((simulator_listener, simulator)),
     })
     .await?;
     println!("wamesh dev is running (storage: {})", mesh.backend);

@@ -270,7 +270,8 @@ pub trait Store: OutboundStore + Send + Sync + 'static {
         stored_at_ms: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError>;
     async fn get_message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError>;
-    /// The timelines of outbound messages, in one query: oldest first within each wamid.
+    /// The timelines of outbound messages, in one query: oldest first within each wamid, and
+    /// within one of Meta's seconds in the state machine's order (sent, delivered, read...).
     async fn status_timelines(&self, wamids: &[&str]) -> Result<Vec<StoredStatus>, StoreError>;
     /// Newest first; `before` continues a previous page.
     async fn list_messages(

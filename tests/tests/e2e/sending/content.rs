@@ -47,7 +47,11 @@ fn sent_body(accepted: &[Value], id: i64) -> Value {
         .iter()
         .filter(|b| b["biz_opaque_callback_data"] == tag)
         .collect();
-    assert_eq!(bodies.len(), 1, "message {id} reached Meta once: {accepted:#?}");
+    assert_eq!(
+        bodies.len(),
+        1,
+        "message {id} reached Meta once: {accepted:#?}"
+    );
     bodies.remove(0).clone()
 }
 
@@ -157,8 +161,10 @@ async fn every_content_type_reaches_meta_as_documented() {
         ids.push(mesh.queue(request).await);
     }
     for id in &ids {
-        mesh.wait_for(*id, Duration::from_secs(30), "sent", |m| m.queue_state == "sent")
-            .await;
+        mesh.wait_for(*id, Duration::from_secs(30), "sent", |m| {
+            m.queue_state == "sent"
+        })
+        .await;
     }
     let accepted = mesh.sim_accepted().await;
     let expected = [
@@ -260,14 +266,26 @@ async fn invalid_content_is_refused_naming_the_field_and_nothing_is_queued() {
             .collect(),
     };
     let cases: Vec<(pb::SendMessageRequest, &str, tonic::Code)> = vec![
-        (text("k1", USER, ""), "text.body", tonic::Code::InvalidArgument),
+        (
+            text("k1", USER, ""),
+            "text.body",
+            tonic::Code::InvalidArgument,
+        ),
         (
             text("k2", USER, &"x".repeat(4097)),
             "text.body",
             tonic::Code::InvalidArgument,
         ),
-        (text("k3", "call me", "hi"), "to", tonic::Code::InvalidArgument),
-        (text("", USER, "hi"), "idempotency_key", tonic::Code::InvalidArgument),
+        (
+            text("k3", "call me", "hi"),
+            "to",
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            text("", USER, "hi"),
+            "idempotency_key",
+            tonic::Code::InvalidArgument,
+        ),
         (
             with(
                 buttons(vec![button("A"), button("B"), button("C"), button("D")]),
@@ -282,10 +300,7 @@ async fn invalid_content_is_refused_naming_the_field_and_nothing_is_queued() {
             tonic::Code::InvalidArgument,
         ),
         (
-            with(
-                buttons(vec![button("A title longer than twenty")]),
-                "k6",
-            ),
+            with(buttons(vec![button("A title longer than twenty")]), "k6"),
             "interactive.buttons.buttons[0].title",
             tonic::Code::InvalidArgument,
         ),

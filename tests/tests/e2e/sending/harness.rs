@@ -76,7 +76,6 @@ struct MessagingProcess {
 pub struct SendMesh {
     pub gateway_url: String,
     pub simulator_url: String,
-    pub database_url: String,
     pub app_secret: Secret,
     messaging_addr: SocketAddr,
     messaging_config: MessagingConfig,
@@ -145,7 +144,7 @@ impl SendMesh {
             spawn(|stop| gateway.serve(gateway_listener, stop)),
         ];
         let messaging_config = MessagingConfig {
-            database_url: database_url.clone(),
+            database_url,
             max_db_connections: 8,
             ingest: IngestConfig::default(),
             numbers: vec![number],
@@ -174,7 +173,6 @@ impl SendMesh {
         Self {
             gateway_url: format!("http://{gateway_addr}"),
             simulator_url: format!("http://{simulator_addr}"),
-            database_url,
             app_secret,
             messaging_addr,
             messaging_config,
@@ -197,7 +195,10 @@ impl SendMesh {
         &self,
         request: pb::SendMessageRequest,
     ) -> Result<pb::SendMessageResponse, tonic::Status> {
-        self.grpc().send_message(request).await.map(|r| r.into_inner())
+        self.grpc()
+            .send_message(request)
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Sends and expects it queued; answers our id.
@@ -287,7 +288,11 @@ impl SendMesh {
             "PUT" => self.http.put(url),
             _ => self.http.post(url),
         };
-        let response = request.json(&body).send().await.expect("the simulator answers");
+        let response = request
+            .json(&body)
+            .send()
+            .await
+            .expect("the simulator answers");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -357,7 +362,7 @@ impl SendMesh {
                     "PUT",
                     "/_sim/templates",
                     json!({"name": template.name, "language": template.language,
-                           "status": status, "category": template.category,
+                           "status": status, "category": template.category.to_uppercase(),
                            "components": components}),
                 )
                 .await;

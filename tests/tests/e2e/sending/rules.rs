@@ -18,7 +18,11 @@ fn sent(m: &pb::OutboundMessage) -> bool {
 async fn free_form_outside_the_window_is_refused_before_queueing_unless_a_fallback_applies() {
     let mesh = SendMesh::start(SendSetup::default()).await;
     mesh.template(
-        registered("welcome_back", pb::TemplateStatus::Approved, "Welcome back, {{1}}!"),
+        registered(
+            "welcome_back",
+            pb::TemplateStatus::Approved,
+            "Welcome back, {{1}}!",
+        ),
         Some("APPROVED"),
     )
     .await;
@@ -61,16 +65,27 @@ async fn a_template_that_cannot_be_sent_falls_back_along_its_chain() {
     // promo (paused) -> promo_v2 (disabled) -> promo_v3 (approved).
     let mut promo = registered("promo", pb::TemplateStatus::Paused, "Hi {{1}}, 10% off");
     promo.fallback_template_name = "promo_v2".into();
-    let mut promo_v2 = registered("promo_v2", pb::TemplateStatus::Disabled, "Hi {{1}}, 10% off");
+    let mut promo_v2 = registered(
+        "promo_v2",
+        pb::TemplateStatus::Disabled,
+        "Hi {{1}}, 10% off",
+    );
     promo_v2.fallback_template_name = "promo_v3".into();
-    let promo_v3 = registered("promo_v3", pb::TemplateStatus::Approved, "Hello {{1}}: 10% off");
+    let promo_v3 = registered(
+        "promo_v3",
+        pb::TemplateStatus::Approved,
+        "Hello {{1}}: 10% off",
+    );
     mesh.template(promo, None).await;
     mesh.template(promo_v2, None).await;
     mesh.template(promo_v3, Some("APPROVED")).await;
     let id = mesh.queue(template("chain", user, "promo", &["Ana"])).await;
     let message = mesh.wait_for(id, WAIT, "sent", sent).await;
     assert_eq!(
-        (message.template_name.as_str(), message.template_language.as_str()),
+        (
+            message.template_name.as_str(),
+            message.template_language.as_str()
+        ),
         ("promo_v3", "en_US")
     );
     let fallback = message.fallback.expect("recorded");
@@ -86,8 +101,7 @@ async fn a_template_that_cannot_be_sent_falls_back_along_its_chain() {
     let body = &mesh.sim_accepted().await[0];
     assert_eq!(body["template"]["name"], "promo_v3");
     assert_eq!(
-        body["template"]["components"][0]["parameters"][0]["text"],
-        "Ana",
+        body["template"]["components"][0]["parameters"][0]["text"], "Ana",
         "the same parameters"
     );
 
@@ -100,9 +114,14 @@ async fn a_template_that_cannot_be_sent_falls_back_along_its_chain() {
         .await
         .expect_err("the fallback text needs an open window");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("notice (en_US) is paused"), "{refused:?}");
+    assert!(
+        refused.message().contains("notice (en_US) is paused"),
+        "{refused:?}"
+    );
     mesh.user_writes(user, "hi").await;
-    let id = mesh.queue(template("notice-open", user, "notice", &["Ana"])).await;
+    let id = mesh
+        .queue(template("notice-open", user, "notice", &["Ana"]))
+        .await;
     let message = mesh.wait_for(id, WAIT, "sent", sent).await;
     assert_eq!(message.r#type, "text");
     assert_eq!(message.fallback.expect("recorded").sent_as, "text");
@@ -141,7 +160,11 @@ async fn the_same_idempotency_key_is_the_same_message_and_meta_gets_it_once() {
     assert_eq!(other.code(), tonic::Code::AlreadyExists);
     mesh.wait_for(id, WAIT, "sent", sent).await;
     let late = mesh.send(text("order-42", user, "Shipped")).await.unwrap();
-    assert_eq!(late.message.unwrap().queue_state, "sent", "answers its state now");
+    assert_eq!(
+        late.message.unwrap().queue_state,
+        "sent",
+        "answers its state now"
+    );
     assert_eq!(mesh.sim_accepted().await.len(), 1, "Meta got it once");
     mesh.stop().await;
 }
@@ -156,7 +179,8 @@ async fn transient_errors_are_retried_permanent_ones_are_not_and_the_last_attemp
     let user = "15551230005";
     mesh.user_writes(user, "hi").await;
     // Meta is failing: 131000, transient.
-    mesh.sim_config(json!({"error_rate": 1.0, "error_code": 131000})).await;
+    mesh.sim_config(json!({"error_rate": 1.0, "error_code": 131000}))
+        .await;
     let id = mesh.queue(text("retry", user, "eventually")).await;
     let retrying = mesh
         .wait_for(id, WAIT, "retried", |m| m.attempts >= 2)
@@ -166,7 +190,10 @@ async fn transient_errors_are_retried_permanent_ones_are_not_and_the_last_attemp
     // The workers report it.
     let (status, report) = mesh.gateway_json("/api/workers/whatsapp").await;
     assert_eq!(status, 200, "{report}");
-    assert!(report["overall"]["retried_per_minute"].as_u64() >= Some(1), "{report}");
+    assert!(
+        report["overall"]["retried_per_minute"].as_u64() >= Some(1),
+        "{report}"
+    );
     assert_eq!(report["overall"]["last_error"]["code"], 131000, "{report}");
     mesh.sim_config(json!({"error_rate": 0.0})).await;
     let done = mesh.wait_for(id, WAIT, "sent", sent).await;
@@ -178,11 +205,16 @@ async fn transient_errors_are_retried_permanent_ones_are_not_and_the_last_attemp
         None,
     )
     .await;
-    let id = mesh.queue(template("permanent", user, "only_here", &["Ana"])).await;
+    let id = mesh
+        .queue(template("permanent", user, "only_here", &["Ana"]))
+        .await;
     let failed = mesh
         .wait_for(id, WAIT, "failed", |m| m.queue_state == "failed")
         .await;
-    assert_eq!((failed.attempts, failed.error.map(|e| e.code)), (1, Some(132001)));
+    assert_eq!(
+        (failed.attempts, failed.error.map(|e| e.code)),
+        (1, Some(132001))
+    );
 
     // Out of attempts: dead, after exactly max_attempts calls.
     mesh.sim_config(json!({"error_rate": 1.0, "error_code": 131016, "error_http_status": 503}))
@@ -191,7 +223,10 @@ async fn transient_errors_are_retried_permanent_ones_are_not_and_the_last_attemp
     let dead = mesh
         .wait_for(id, WAIT, "dead", |m| m.queue_state == "dead")
         .await;
-    assert_eq!((dead.attempts, dead.error.map(|e| e.code)), (4, Some(131016)));
+    assert_eq!(
+        (dead.attempts, dead.error.map(|e| e.code)),
+        (4, Some(131016))
+    );
     let calls = mesh
         .sim_received()
         .await
@@ -237,7 +272,9 @@ async fn status_webhooks_build_the_timeline_to_read_and_failures_carry_metas_cod
 
     let id = mesh.queue(text("bounce", undeliverable, "Hello")).await;
     let failed = mesh
-        .wait_for(id, WAIT, "failed at Meta", |m| m.delivery_status == "failed")
+        .wait_for(id, WAIT, "failed at Meta", |m| {
+            m.delivery_status == "failed"
+        })
         .await;
     assert_eq!(failed.queue_state, "sent", "Meta accepted it first");
     assert_eq!(failed.error.map(|e| e.code), Some(131026));
@@ -264,7 +301,9 @@ async fn status_webhooks_build_the_timeline_to_read_and_failures_carry_metas_cod
     assert_eq!(answer.status(), 200);
     let id = mesh.queue(text("window", stranger, "Hello")).await;
     let failed = mesh
-        .wait_for(id, WAIT, "failed at Meta", |m| m.delivery_status == "failed")
+        .wait_for(id, WAIT, "failed at Meta", |m| {
+            m.delivery_status == "failed"
+        })
         .await;
     assert_eq!(failed.error.map(|e| e.code), Some(131047));
     mesh.stop().await;
@@ -288,22 +327,39 @@ async fn the_workers_endpoint_shows_the_queue_and_every_worker() {
     assert_eq!(overall["workers"], 2, "{report}");
     assert_eq!(overall["live_workers"], 2, "{report}");
     assert_eq!(overall["sent_per_minute"], 5, "{report}");
-    assert_eq!((overall["queue_depth"].as_u64(), overall["in_flight"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            overall["queue_depth"].as_u64(),
+            overall["in_flight"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     assert_eq!(overall["oldest_age_ms"], 0);
     let workers = report["workers"].as_array().expect("a list of workers");
-    let sent: u64 = workers.iter().map(|w| w["sent_total"].as_u64().unwrap()).sum();
+    let sent: u64 = workers
+        .iter()
+        .map(|w| w["sent_total"].as_u64().unwrap())
+        .sum();
     assert_eq!(sent, 5);
     for worker in workers {
-        assert!(worker["worker_id"].as_str().is_some_and(|id| id.contains('/')));
+        assert!(
+            worker["worker_id"]
+                .as_str()
+                .is_some_and(|id| id.contains('/'))
+        );
         assert_eq!(worker["live"], true);
     }
 
     // Meta throttles: messages wait in the queue, and the report says so.
-    mesh.sim_config(json!({"error_rate": 1.0, "error_code": 131000})).await;
+    mesh.sim_config(json!({"error_rate": 1.0, "error_code": 131000}))
+        .await;
     mesh.queue(text("stuck", user, "hi")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, report) = mesh.gateway_json("/api/workers/whatsapp").await;
     assert_eq!(report["overall"]["queue_depth"], 1, "{report}");
-    assert!(report["overall"]["oldest_age_ms"].as_i64() > Some(0), "{report}");
+    assert!(
+        report["overall"]["oldest_age_ms"].as_i64() > Some(0),
+        "{report}"
+    );
     mesh.stop().await;
 }

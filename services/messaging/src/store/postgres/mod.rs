@@ -79,7 +79,11 @@ impl Store for PgStore {
     async fn status_timelines(&self, wamids: &[&str]) -> Result<Vec<StoredStatus>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT wamid, status, timestamp_s, received_at_ms, errors_json, pricing_category, conversation_id
-             FROM message_statuses WHERE wamid = ANY($1) ORDER BY wamid, timestamp_s, received_at_ms, status",
+             FROM message_statuses WHERE wamid = ANY($1)
+             ORDER BY wamid, timestamp_s,
+                 CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                     WHEN 'played' THEN 4 WHEN 'failed' THEN 5 ELSE 6 END,
+                 received_at_ms, status",
         )
         .bind(wamids)
         .fetch_all(&self.pool)

@@ -263,7 +263,10 @@ impl Store for SqliteStore {
         Ok(sqlx::query_as(
             "SELECT wamid, status, timestamp_s, received_at_ms, errors_json, pricing_category, conversation_id
              FROM message_statuses WHERE wamid IN (SELECT value FROM json_each(?))
-             ORDER BY wamid, timestamp_s, received_at_ms, status",
+             ORDER BY wamid, timestamp_s,
+                 CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                     WHEN 'played' THEN 4 WHEN 'failed' THEN 5 ELSE 6 END,
+                 received_at_ms, status",
         )
         .bind(serde_json::to_string(wamids).unwrap_or_else(|_| "[]".to_owned()))
         .fetch_all(&self.pool)
