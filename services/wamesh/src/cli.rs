@@ -25,7 +25,7 @@ pub enum Command {
     /// Run the REST gateway (webhooks, health, metrics).
     Gateway(GatewayArgs),
     /// Run the messaging service (gRPC; metrics and health on --metrics-addr).
-    Messaging(MessagingArgs),
+    Messaging(Box<MessagingArgs>),
     /// Run the rate-limit service (gRPC; metrics and health on --metrics-addr).
     Ratelimit(RatelimitArgs),
     /// Run the simulator of Meta's Graph API (`POST /{version}/{phone_number_id}/messages`,

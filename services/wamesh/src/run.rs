@@ -22,7 +22,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => dev(*args).await,
         Command::Gateway(args) => gateway(args).await,
-        Command::Messaging(args) => messaging(args).await,
+        Command::Messaging(args) => messaging(*args).await,
         Command::Ratelimit(args) => ratelimit(args).await,
         Command::Simulator(args) => simulator(args).await,
         Command::Migrate(args) => migrate(args).await,
