@@ -291,6 +291,9 @@ pub enum BenchCommand {
     /// Acquire decisions over gRPC from 64 clients, against the same script sent straight to
     /// Redis, unpipelined, at the same concurrency.
     Ratelimit(crate::bench::ratelimit::RatelimitBench),
+    /// Messages at a steady rate through SendMessage to the simulated Meta and back as
+    /// delivered statuses, against the same rate POSTed straight to the simulator.
+    Send(crate::bench::send::SendBench),
 }
 
 #[cfg(test)]

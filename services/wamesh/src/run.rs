@@ -28,6 +28,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
+        Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(args).await,
     }
 }
 

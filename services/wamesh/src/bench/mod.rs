@@ -1,9 +1,12 @@
 //! Benchmarks. Each one measures wamesh and a baseline in the same run, on the same machine,
 //! at the same concurrency, prints both and their ratio, and ends with one JSON line holding at
 //! least `name`, `throughput_per_s`, `baseline_per_s`, `ratio`, `p50_ms` and `p99_ms`.
+mod cpu;
 pub mod ingest;
 mod load;
 pub mod ratelimit;
+mod scratch;
+pub mod send;
 
 pub use load::{LoadArgs, Measured, drive};
 

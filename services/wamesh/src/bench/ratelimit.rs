@@ -25,6 +25,7 @@ use wamesh_ratelimit::policy::whatsapp;
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
 use wamesh_runtime::Shutdown;
 
+use super::cpu::process_cpu_seconds;
 use super::{Comparison, LoadArgs, Measured, drive, round};
 
 #[derive(Debug, Clone, Args)]
@@ -392,26 +393,6 @@ async fn cpu(backend: &RedisBackend) -> anyhow::Result<Cpu> {
         this_process: process_cpu_seconds(),
         redis: field("used_cpu_user") + field("used_cpu_sys"),
     })
-}
-
-/// User plus system CPU time of this process, from `/proc/self/stat` (0 where there is none).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
-    // are the 14th and 15th fields, in clock ticks (100 a second on Linux).
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn diff(after: Cpu, before: Cpu) -> Cpu {

@@ -1,0 +1,648 @@
+//! `wamesh bench send`: an offered load of text messages through `SendMessage`, out through
+//! rate-limit (on Redis) to the simulated Meta (latency 0), and back through the gateway as
+//! status webhooks until each message's `delivered` status is stored (on Postgres). The mesh
+//! runs inside this process on a scratch database; the number is at Meta's highest
+//! throughput level (1,000/s by default: the offered rate).
+//!
+//! Sends go out at a steady rate (open loop: one every 1/rate s, whatever the answers do),
+//! each to one of enough users that none of them passes the pair burst, all of whom wrote first
+//! (their windows are open). Measured: the sustained rate end to end, and for each message the
+//! time from the `SendMessage` call to its stored `delivered` status, split into its stages.
+//! Baseline, in the same run and at the same rate: the same messages POSTed straight to the
+//! simulator, as a sender with no queue, no rate limit and no tracking would.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+use wamesh_messaging::SendConfig;
+use wamesh_proto::messaging::v1 as pb;
+use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
+use wamesh_ratelimit::{LimiterConfig, RateLimitConfig};
+use wamesh_runtime::{BusinessNumber, Secret};
+use wamesh_simulator::{Delivery, SendLimits, SimulatorConfig, WebhookTarget};
+
+use super::cpu::{process_cpu_seconds, program_cpu_seconds};
+use super::scratch::ScratchDatabase;
+use super::{Comparison, LoadArgs, Measured, round};
+use crate::mesh::{Mesh, MeshConfig};
+
+const PHONE: &str = "109000000000001";
+const TOKEN: &str = "bench-access-token";
+/// Messages to one user at most in a run: under Meta's pair burst of 45.
+const PER_USER: f64 = 40.0;
+
+#[derive(Debug, Clone, Args)]
+pub struct SendBench {
+    /// Messages offered per second (Meta's highest throughput level is 1,000).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Measured time (after --warmup), for the mesh and for the baseline each.
+    #[arg(long, default_value = "20s", value_parser = crate::cli::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "3s", value_parser = crate::cli::parse_duration)]
+    pub warmup: Duration,
+    /// How long the last messages may take to be delivered after the load ends.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    pub drain: Duration,
+    /// `SendMessage` calls in flight at most (the open loop's bound).
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// The Postgres server the scratch database is created on (and dropped from).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
+    pub database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Send workers of the in-process messaging, and what each claims at once.
+    #[arg(long, default_value_t = 2)]
+    pub send_workers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub send_batch: u32,
+}
+
+/// What the run sent: for each message, when `SendMessage` was called (wall clock, ms) and its
+/// id, or the error.
+struct Sent {
+    started_ms: HashMap<i64, i64>,
+    rpc: Measured,
+}
+
+pub async fn run(args: SendBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    let scratch = ScratchDatabase::create(&args.database_url).await?;
+    let bench = Bench::start(&args, &scratch.url).await?;
+    let result = bench.measure(&args).await;
+    bench.mesh.stop().await?;
+    scratch.drop_database().await?;
+    result
+}
+
+struct Bench {
+    mesh: Mesh,
+    grpc: MessagingClient<Channel>,
+    http: reqwest::Client,
+    simulator: String,
+    webhook_url: String,
+    app_secret: Secret,
+    database_url: String,
+    users: Vec<String>,
+}
+
+impl Bench {
+    async fn start(args: &SendBench, database_url: &str) -> anyhow::Result<Self> {
+        let app_secret = Secret::generate();
+        let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let simulator_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ratelimit_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let webhook_url = format!(
+            "http://{}/api/webhooks/whatsapp",
+            gateway_listener.local_addr()?
+        );
+        let simulator = format!("http://{}", simulator_listener.local_addr()?);
+        let send = SendConfig {
+            workers: args.send_workers,
+            batch: args.send_batch,
+            graph_api_url: simulator.clone(),
+            ratelimit_url: format!("http://{}", ratelimit_listener.local_addr()?),
+            ..SendConfig::default()
+        };
+        let number = BusinessNumber {
+            phone_number_id: Some(PHONE.into()),
+            waba_id: Some("109000000000000".into()),
+            app_secret: app_secret.clone(),
+            verify_token: Secret::generate(),
+            access_token: Some(Secret::new(TOKEN)),
+            throughput: Some(args.rate),
+            tier: Some(0),
+        };
+        let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+        let mesh = Mesh::start(MeshConfig {
+            gateway_listener,
+            messaging_listener: TcpListener::bind("127.0.0.1:0").await?,
+            database_url: database_url.to_owned(),
+            db_max_connections: 16,
+            ingest: wamesh_messaging::IngestConfig::default(),
+            numbers: vec![number],
+            ingest_timeout: Duration::from_secs(10),
+            send,
+            ratelimit: Some((
+                ratelimit_listener,
+                RateLimitConfig {
+                    redis_url: Some(args.redis_url.clone()),
+                    redis_prefix: format!("wamesh-bench-send:{run_id}:"),
+                    limiter: LimiterConfig::default(),
+                },
+            )),
+            simulator: Some((
+                simulator_listener,
+                SimulatorConfig {
+                    access_tokens: vec![Secret::new(TOKEN)],
+                    // Meta's limits at this level, with the slack Meta's enforcement has.
+                    limits: SendLimits {
+                        throughput_per_s: args.rate * 1.1,
+                        throughput_burst: args.rate * 1.1,
+                        pair_burst: 45.0,
+                        pair_interval: Duration::from_secs(6),
+                    },
+                    webhook: Some(WebhookTarget {
+                        url: webhook_url.clone(),
+                        app_secret: app_secret.clone(),
+                    }),
+                    delivery: Delivery {
+                        flush_interval: Duration::from_millis(10),
+                        ..Delivery::default()
+                    },
+                    record_limit: 1_000,
+                    ..SimulatorConfig::default()
+                },
+            )),
+        })
+        .await?;
+        let grpc = MessagingClient::new(
+            Channel::from_shared(format!("http://{}", mesh.messaging_addr))?
+                .connect()
+                .await?,
+        );
+        let total = args.rate * (args.warmup + args.duration).as_secs_f64();
+        let users = (0..(total / PER_USER).ceil().max(1.0) as u64)
+            .map(|n| format!("1555{n:07}"))
+            .collect();
+        Ok(Self {
+            mesh,
+            grpc,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true)
+                .build()?,
+            simulator,
+            webhook_url,
+            app_secret,
+            database_url: database_url.to_owned(),
+            users,
+        })
+    }
+
+    async fn measure(&self, args: &SendBench) -> anyhow::Result<()> {
+        println!(
+            "wamesh bench send: {} messages/s offered for {:?} (+{:?} warm-up) to {} users, \
+             in process on Postgres and Redis; baseline: the same rate straight to the simulator",
+            args.rate,
+            args.duration,
+            args.warmup,
+            self.users.len()
+        );
+        self.open_windows().await?;
+        let (cpu_before, pg_before) = (process_cpu_seconds(), program_cpu_seconds("postgres"));
+        let sent = self.load(args).await;
+        let delivered = self.delivered(&sent, args.drain).await?;
+        let (cpu, pg) = (
+            process_cpu_seconds() - cpu_before,
+            program_cpu_seconds("postgres") - pg_before,
+        );
+        let outcome = self.outcome(&sent).await?;
+        let baseline = self.baseline(args).await?;
+
+        let end_to_end = end_to_end(&sent, &delivered);
+        let summary = Comparison::of(&end_to_end, &baseline);
+        let stage = |f: fn(&Delivered) -> i64| quantiles(delivered.values().map(f));
+        let (queue_p50, queue_p99) = stage(|d| d.accepted_ms - d.queued_ms);
+        let (back_p50, back_p99) = stage(|d| d.delivered_ms - d.accepted_ms);
+        println!(
+            "send:     {} of {} measured messages delivered; sustained {:.0}/s; SendMessage to \
+             delivered stored: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; over 1 s {:.2}%",
+            end_to_end.ok,
+            sent.started_ms.len(),
+            summary.throughput,
+            summary.p50_ms,
+            summary.p99_ms,
+            summary.max_ms,
+            end_to_end.share_over(Duration::from_secs(1)) * 100.0
+        );
+        println!(
+            "stages:   SendMessage call p50 {:.1} ms, p99 {:.1} ms; queued to accepted by Meta \
+             p50 {queue_p50} ms, p99 {queue_p99} ms; accepted to delivered stored p50 \
+             {back_p50} ms, p99 {back_p99} ms",
+            sent.rpc.quantile_ms(0.5),
+            sent.rpc.quantile_ms(0.99)
+        );
+        println!(
+            "errors:   SendMessage {}; failed {}, dead {}, in doubt {}, not delivered {}; Meta \
+             refused {}",
+            sent.rpc.errors, outcome.failed, outcome.dead, outcome.in_doubt,
+            outcome.undelivered, outcome.meta_refused
+        );
+        for e in &sent.rpc.error_samples {
+            println!("          error: {e}");
+        }
+        println!(
+            "cpu:      per message, this process (load, mesh, simulator) {:.0} µs, Postgres {:.0} µs",
+            cpu * 1e6 / end_to_end.ok.max(1) as f64,
+            pg * 1e6 / end_to_end.ok.max(1) as f64
+        );
+        println!(
+            "baseline: {} sends accepted straight by the simulator in {:.1} s = {:.0}/s; \
+             p50 {:.1} ms, p99 {:.1} ms; errors {}",
+            baseline.ok,
+            baseline.elapsed.as_secs_f64(),
+            summary.baseline,
+            baseline.quantile_ms(0.5),
+            baseline.quantile_ms(0.99),
+            baseline.errors
+        );
+        println!(
+            "ratio:    {:.2} (goal: {} messages/s sustained, p99 SendMessage to delivered under 1 s)",
+            summary.ratio, args.rate
+        );
+        let load = LoadArgs {
+            concurrency: args.max_in_flight,
+            duration: args.duration,
+            warmup: args.warmup,
+            rounds: 1,
+        };
+        let extra = json!({
+            "offered_per_s": args.rate,
+            "rpc_p99_ms": round(sent.rpc.quantile_ms(0.99)),
+            "queue_p99_ms": queue_p99,
+            "back_p99_ms": back_p99,
+            "rpc_errors": sent.rpc.errors,
+            "failed": outcome.failed + outcome.dead,
+            "undelivered": outcome.undelivered,
+            "meta_refused": outcome.meta_refused,
+            "cpu_us_per_message": round(cpu * 1e6 / end_to_end.ok.max(1) as f64),
+            "postgres_cpu_us_per_message": round(pg * 1e6 / end_to_end.ok.max(1) as f64),
+        });
+        println!("{}", summary.json_line("send", &load, extra));
+        Ok(())
+    }
+
+    /// Every user writes first (through the simulator, as a user would), so free-form text may
+    /// go to them; waits until messaging has every window open.
+    async fn open_windows(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let limit = Arc::new(Semaphore::new(32));
+        let writes = self.users.iter().map(|user| {
+            let (http, limit) = (self.http.clone(), limit.clone());
+            let url = format!("{}/_sim/inbound", self.simulator);
+            let body = json!({"phone_number_id": PHONE, "from": user, "text": "hi"});
+            async move {
+                let _permit = limit.acquire().await;
+                http.post(url).json(&body).send().await?.error_for_status()?;
+                anyhow::Ok(())
+            }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.context("a user could not write through the simulator")?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await?;
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM contacts WHERE business_phone_number_id = $1 AND last_inbound_s > 0",
+            )
+            .bind(PHONE)
+            .fetch_one(&pool)
+            .await?;
+            if open as usize >= self.users.len() {
+                println!(
+                    "windows:  {} users wrote first ({:.1} s)",
+                    self.users.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "only {open} of {} users' messages reached messaging",
+                self.users.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The open loop: one `SendMessage` every 1/rate s for warm-up plus duration.
+    async fn load(&self, args: &SendBench) -> Sent {
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let total = (args.rate * (args.warmup + args.duration).as_secs_f64()) as u64;
+        let warmup = (args.rate * args.warmup.as_secs_f64()) as u64;
+        let limit = Arc::new(Semaphore::new(args.max_in_flight));
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::with_capacity(total as usize);
+        for n in 0..total {
+            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let mut grpc = self.grpc.clone();
+            let user = self.users[n as usize % self.users.len()].clone();
+            calls.push(tokio::spawn(async move {
+                let _permit = permit;
+                let started_ms = now_ms();
+                let began = Instant::now();
+                let request = pb::SendMessageRequest {
+                    business_phone_number_id: PHONE.into(),
+                    to: user,
+                    idempotency_key: format!("bench-{n}"),
+                    content: Some(pb::send_message_request::Content::Text(pb::TextContent {
+                        body: format!("Your order #{n} is on its way."),
+                        preview_url: false,
+                    })),
+                    ..Default::default()
+                };
+                let answer = grpc.send_message(request).await;
+                let id = answer
+                    .map(|a| a.into_inner().message.map_or(0, |m| m.id))
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                (n, started_ms, began.elapsed(), id)
+            }));
+        }
+        let mut sent = Sent {
+            started_ms: HashMap::new(),
+            rpc: Measured::default(),
+        };
+        for call in calls {
+            let Ok((n, started_ms, took, id)) = call.await else {
+                continue;
+            };
+            if n < warmup {
+                continue;
+            }
+            match id {
+                Ok(id) => {
+                    sent.started_ms.insert(id, started_ms);
+                    sent.rpc.ok += 1;
+                    sent.rpc.latencies.push(took);
+                }
+                Err(e) => {
+                    sent.rpc.errors += 1;
+                    if sent.rpc.error_samples.len() < 5 && !sent.rpc.error_samples.contains(&e) {
+                        sent.rpc.error_samples.push(e);
+                    }
+                }
+            }
+        }
+        sent.rpc.latencies.sort_unstable();
+        sent.rpc.elapsed = args.duration;
+        sent
+    }
+
+    /// Waits (up to `drain`) until every measured message has its delivered status stored;
+    /// answers the stages of those that have.
+    async fn delivered(
+        &self,
+        sent: &Sent,
+        drain: Duration,
+    ) -> anyhow::Result<HashMap<i64, Delivered>> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await?;
+        let ids: Vec<i64> = sent.started_ms.keys().copied().collect();
+        let deadline = Instant::now() + drain;
+        loop {
+            let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT o.id, o.queued_at_ms, o.accepted_at_ms, d.stored_at_ms
+                 FROM outbound_messages o
+                 JOIN message_statuses s ON s.wamid = o.wamid AND s.status = 'delivered'
+                 JOIN webhook_deliveries d ON d.id = s.delivery_id
+                 WHERE o.id = ANY($1) AND o.accepted_at_ms IS NOT NULL",
+            )
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await?;
+            if rows.len() >= ids.len() || Instant::now() >= deadline {
+                return Ok(rows
+                    .into_iter()
+                    .map(|(id, queued_ms, accepted_ms, delivered_ms)| {
+                        let delivered = Delivered {
+                            queued_ms,
+                            accepted_ms,
+                            delivered_ms,
+                        };
+                        (id, delivered)
+                    })
+                    .collect());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// How the measured messages ended, and how often Meta refused a send.
+    async fn outcome(&self, sent: &Sent) -> anyhow::Result<Outcome> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await?;
+        let ids: Vec<i64> = sent.started_ms.keys().copied().collect();
+        let states: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM outbound_messages WHERE id = ANY($1) GROUP BY state",
+        )
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await?;
+        let count = |state: &str| {
+            states
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n as u64)
+        };
+        let undelivered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbound_messages o WHERE o.id = ANY($1) AND NOT EXISTS
+                 (SELECT 1 FROM message_statuses s WHERE s.wamid = o.wamid AND s.status = 'delivered')",
+        )
+        .bind(&ids)
+        .fetch_one(&pool)
+        .await?;
+        let stats: serde_json::Value = self
+            .http
+            .get(format!("{}/_sim/stats", self.simulator))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let meta_refused = stats["refused"]
+            .as_object()
+            .map_or(0, |codes| codes.values().filter_map(|n| n.as_u64()).sum());
+        Ok(Outcome {
+            failed: count("failed"),
+            dead: count("dead"),
+            in_doubt: count("in_doubt"),
+            undelivered: undelivered as u64,
+            meta_refused,
+        })
+    }
+
+    /// The same rate of the same messages, POSTed straight to the simulator (its webhooks off,
+    /// so nothing else runs): what sending costs without a queue, limits or tracking.
+    async fn baseline(&self, args: &SendBench) -> anyhow::Result<Measured> {
+        let config = format!("{}/_sim/config", self.simulator);
+        self.http
+            .post(&config)
+            .json(&json!({"webhook_url": ""}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let total = (args.rate * (args.warmup + args.duration).as_secs_f64()) as u64;
+        let warmup = (args.rate * args.warmup.as_secs_f64()) as u64;
+        let limit = Arc::new(Semaphore::new(args.max_in_flight));
+        let url = format!("{}/v23.0/{PHONE}/messages", self.simulator);
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::with_capacity(total as usize);
+        for n in 0..total {
+            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let (http, url) = (self.http.clone(), url.clone());
+            let to = format!("1666{:07}", n / PER_USER as u64); // under the pair burst, too
+            calls.push(tokio::spawn(async move {
+                let _permit = permit;
+                let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                    "to": to, "type": "text", "text": {"body": format!("Your order #{n} is on its way.")}});
+                let began = Instant::now();
+                let answer = http.post(url).bearer_auth(TOKEN).json(&body).send().await;
+                let result = match answer {
+                    Ok(a) if a.status().is_success() => Ok(()),
+                    Ok(a) => Err(format!("HTTP {}", a.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                (n, began.elapsed(), result)
+            }));
+        }
+        let mut measured = Measured::default();
+        for call in calls {
+            let Ok((n, took, result)) = call.await else {
+                continue;
+            };
+            if n < warmup {
+                continue;
+            }
+            match result {
+                Ok(()) => {
+                    measured.ok += 1;
+                    measured.latencies.push(took);
+                }
+                Err(e) => {
+                    measured.errors += 1;
+                    if measured.error_samples.len() < 5 && !measured.error_samples.contains(&e) {
+                        measured.error_samples.push(e);
+                    }
+                }
+            }
+        }
+        measured.latencies.sort_unstable();
+        measured.elapsed = start.elapsed().saturating_sub(args.warmup);
+        self.http
+            .post(&config)
+            .json(&json!({"webhook_url": self.webhook_url, "app_secret": self.app_secret.expose()}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(measured)
+    }
+}
+
+/// One delivered message's times (Unix ms): queued by SendMessage, accepted by Meta, its
+/// delivered status stored.
+struct Delivered {
+    queued_ms: i64,
+    accepted_ms: i64,
+    delivered_ms: i64,
+}
+
+struct Outcome {
+    failed: u64,
+    dead: u64,
+    in_doubt: u64,
+    undelivered: u64,
+    meta_refused: u64,
+}
+
+/// The measured messages end to end: latency from the `SendMessage` call to the stored
+/// delivered status; the rate over the time from the first call to the last delivery.
+fn end_to_end(sent: &Sent, delivered: &HashMap<i64, Delivered>) -> Measured {
+    let mut measured = Measured::default();
+    let first = sent.started_ms.values().min().copied().unwrap_or(0);
+    let mut last = first;
+    for (id, d) in delivered {
+        if let Some(started) = sent.started_ms.get(id) {
+            measured.ok += 1;
+            measured.latencies.push(Duration::from_millis(
+                (d.delivered_ms - started).max(0) as u64,
+            ));
+            last = last.max(d.delivered_ms);
+        }
+    }
+    measured.latencies.sort_unstable();
+    measured.errors = sent.rpc.errors + (sent.started_ms.len() as u64 - measured.ok);
+    measured.elapsed = Duration::from_millis((last - first).max(1) as u64);
+    measured
+}
+
+/// p50 and p99 of some millisecond values.
+fn quantiles(values: impl Iterator<Item = i64>) -> (i64, i64) {
+    let mut values: Vec<i64> = values.collect();
+    if values.is_empty() {
+        return (0, 0);
+    }
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_to_end_latency_runs_from_the_call_to_the_stored_delivery() {
+        let sent = Sent {
+            started_ms: HashMap::from([(1, 1_000), (2, 1_010), (3, 1_020)]),
+            rpc: Measured::default(),
+        };
+        let delivered = HashMap::from([
+            (
+                1,
+                Delivered {
+                    queued_ms: 1_002,
+                    accepted_ms: 1_005,
+                    delivered_ms: 1_040,
+                },
+            ),
+            (
+                2,
+                Delivered {
+                    queued_ms: 1_012,
+                    accepted_ms: 1_020,
+                    delivered_ms: 1_110,
+                },
+            ),
+        ]);
+        let measured = end_to_end(&sent, &delivered);
+        assert_eq!((measured.ok, measured.errors), (2, 1), "3 never delivered");
+        assert_eq!(
+            measured.latencies,
+            [Duration::from_millis(40), Duration::from_millis(100)]
+        );
+        assert_eq!(measured.elapsed, Duration::from_millis(110));
+        assert_eq!(quantiles([5, 1, 9].into_iter()), (5, 9));
+    }
+}
