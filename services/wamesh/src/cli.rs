@@ -33,6 +33,9 @@ pub enum Command {
     Simulator(SimulatorArgs),
     /// Create or update messaging's database schema, then exit.
     Migrate(StoreArgs),
+    /// Send one message through messaging (`wamesh dev`'s by default) and, with --watch,
+    /// follow it to read.
+    Send(crate::send::SendCommand),
     /// Measure the mesh against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -48,6 +51,7 @@ impl Command {
             Self::Ratelimit(_) => "ratelimit",
             Self::Simulator(_) => "simulator",
             Self::Migrate(_) => "wamesh-migrate",
+            Self::Send(_) => "wamesh-send",
             Self::Bench(_) => "wamesh-bench",
         }
     }

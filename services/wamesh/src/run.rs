@@ -26,6 +26,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Ratelimit(args) => ratelimit(args).await,
         Command::Simulator(args) => simulator(args).await,
         Command::Migrate(args) => migrate(args).await,
+        Command::Send(args) => crate::send::run(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
         Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(args).await,
@@ -82,6 +83,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         simulator: Some((simulator_listener, simulator)),
     })
     .await?;
+    seed_dev_templates(mesh.messaging_addr).await?;
     println!("wamesh dev is running (storage: {})", mesh.backend);
     println!(
         "  gateway    http://{}  (webhooks: POST /api/webhooks/whatsapp, health: /api/webhooks/whatsapp/health, /metrics)",
@@ -114,6 +116,31 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("Ctrl-C stops it.");
     mesh.run_until(wait_for_signal()).await
+}
+
+/// Registers Meta's `hello_world` (which the simulator knows too), so a newcomer can send a
+/// template at once; one registered already stays as it is.
+async fn seed_dev_templates(messaging: std::net::SocketAddr) -> anyhow::Result<()> {
+    use wamesh_proto::messaging::v1 as pb;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{messaging}"))?
+        .connect()
+        .await?;
+    let created = pb::messaging_client::MessagingClient::new(channel)
+        .create_template(pb::Template {
+            name: "hello_world".into(),
+            language: "en_US".into(),
+            category: "utility".into(),
+            status: pb::TemplateStatus::Approved as i32,
+            components_json: r#"[{"type":"BODY","text":"Hello World"}]"#.into(),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Err(status) if status.code() != tonic::Code::AlreadyExists => {
+            anyhow::bail!("registering hello_world: {}", status.message())
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {

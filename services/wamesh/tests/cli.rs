@@ -26,11 +26,12 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &Path) -> Self {
-        Self::start_on(data_dir, None)
+        Self::start_on(data_dir, None, &[])
     }
 
-    /// `wamesh dev` on SQLite under `data_dir`, or on the Postgres `database_url` names.
-    fn start_on(data_dir: &Path, database_url: Option<&str>) -> Self {
+    /// `wamesh dev` on SQLite under `data_dir`, or on the Postgres `database_url` names, with
+    /// these environment variables besides.
+    fn start_on(data_dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
         command
             .args([
@@ -55,6 +56,7 @@ impl Dev {
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("wamesh dev starts");
         let (lines, received) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
@@ -585,6 +587,107 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs `wamesh send <args> --watch` against a dev mesh; answers what it printed.
+fn send_and_watch(dev: &Dev, args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .args([
+            "send",
+            "--messaging-url",
+            &dev.messaging,
+            "--watch",
+            "--timeout",
+            "60s",
+        ])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("wamesh send runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "wamesh send failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_sends_through_its_simulator_and_wamesh_send_watches_it_to_read() {
+    let data_dir = temp_dir();
+    // Statuses a little faster than a person needs them.
+    let dev = Dev::start_on(
+        &data_dir,
+        None,
+        &[
+            ("WAMESH_SIMULATOR_SENT_AFTER", "100ms"),
+            ("WAMESH_SIMULATOR_DELIVERED_AFTER", "200ms"),
+            ("WAMESH_SIMULATOR_READ_AFTER", "300ms"),
+        ],
+    );
+    // hello_world is registered by dev (and known to the simulator): it goes to anyone.
+    let watched = send_and_watch(
+        &dev,
+        &["--to", "+1 555 000 1111", "--template", "hello_world"],
+    );
+    for step in [
+        "queued",
+        "accepted by Meta as wamid.",
+        "sent",
+        "delivered",
+        "read",
+    ] {
+        assert!(watched.contains(step), "{step} missing from:\n{watched}");
+    }
+    // Free-form text needs the user's window: closed, refused by name; open, it goes.
+    let refused = Command::new(BIN)
+        .args(["send", "--messaging-url", &dev.messaging])
+        .args(["--to", "15550002222", "--text", "hello"])
+        .output()
+        .expect("wamesh send runs");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("FailedPrecondition") && said.contains("window"),
+        "{said}"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let wrote = reqwest::Client::new()
+        .post(format!("{}/_sim/inbound", dev.simulator))
+        .json(&serde_json::json!({"phone_number_id": "100000000000002",
+                                  "from": "15550002222", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrote.status(), 200);
+    let mut watched = String::new();
+    for _ in 0..100 {
+        let output = Command::new(BIN)
+            .args(["send", "--messaging-url", &dev.messaging, "--watch"])
+            .args([
+                "--to",
+                "15550002222",
+                "--text",
+                "hello",
+                "--key",
+                "dev-text",
+            ])
+            .output()
+            .expect("wamesh send runs");
+        if output.status.success() {
+            watched = String::from_utf8_lossy(&output.stdout).into_owned();
+            break;
+        }
+        // The user's webhook is on its way through the gateway.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        watched.contains("read"),
+        "the text went to read:\n{watched}"
+    );
+    dev.stop_with("-TERM");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 /// Runs `wamesh bench <args>` briefly and answers its last line, the JSON summary, checked for
 /// the fields every bench must give.
 fn bench_summary(command: &mut Command, name: &str) -> serde_json::Value {
@@ -634,6 +737,34 @@ fn bench_ratelimit_ends_with_its_json_summary_streamed_or_unary() {
 }
 
 #[test]
+fn bench_send_ends_with_its_json_summary() {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "bench",
+            "send",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ])
+        .arg("--database-url")
+        .arg(format!(
+            "{}?sslmode=disable",
+            wamesh_testkit::postgres_admin_url()
+        ))
+        .env("REDIS_URL", wamesh_testkit::redis_url());
+    let summary = bench_summary(&mut command, "send");
+    assert_eq!(summary["offered_per_s"], 50.0);
+    assert_eq!(
+        summary["undelivered"], 0,
+        "every measured message was delivered"
+    );
+}
+
+#[test]
 fn bench_ingest_ends_with_its_json_summary() {
     let mut command = Command::new(BIN);
     command
@@ -674,7 +805,7 @@ async fn every_webhook_answered_200_survives_a_kill_9_on_postgres() {
 async fn survives_a_kill_9(database_url: Option<String>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = temp_dir();
-    let dev = Dev::start_on(&data_dir, database_url.as_deref());
+    let dev = Dev::start_on(&data_dir, database_url.as_deref(), &[]);
     let secret = app_secret(&data_dir);
     let url = format!("{}/api/webhooks/whatsapp", dev.gateway);
 
@@ -717,7 +848,7 @@ async fn survives_a_kill_9(database_url: Option<String>) {
         accepted.len()
     );
 
-    let dev = Dev::start_on(&data_dir, database_url.as_deref());
+    let dev = Dev::start_on(&data_dir, database_url.as_deref(), &[]);
     let channel = tonic::transport::Channel::from_shared(dev.messaging.clone())
         .unwrap()
         .connect()

@@ -238,8 +238,12 @@ impl Bench {
         println!(
             "errors:   SendMessage {}; failed {}, dead {}, in doubt {}, not delivered {}; Meta \
              refused {}",
-            sent.rpc.errors, outcome.failed, outcome.dead, outcome.in_doubt,
-            outcome.undelivered, outcome.meta_refused
+            sent.rpc.errors,
+            outcome.failed,
+            outcome.dead,
+            outcome.in_doubt,
+            outcome.undelivered,
+            outcome.meta_refused
         );
         for e in &sent.rpc.error_samples {
             println!("          error: {e}");
@@ -274,6 +278,7 @@ impl Bench {
             "rpc_p99_ms": round(sent.rpc.quantile_ms(0.99)),
             "queue_p99_ms": queue_p99,
             "back_p99_ms": back_p99,
+            "errors": end_to_end.errors + outcome.failed + outcome.dead,
             "rpc_errors": sent.rpc.errors,
             "failed": outcome.failed + outcome.dead,
             "undelivered": outcome.undelivered,
@@ -296,7 +301,11 @@ impl Bench {
             let body = json!({"phone_number_id": PHONE, "from": user, "text": "hi"});
             async move {
                 let _permit = limit.acquire().await;
-                http.post(url).json(&body).send().await?.error_for_status()?;
+                http.post(url)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
                 anyhow::Ok(())
             }
         });
@@ -580,7 +589,7 @@ fn end_to_end(sent: &Sent, delivered: &HashMap<i64, Delivered>) -> Measured {
         if let Some(started) = sent.started_ms.get(id) {
             measured.ok += 1;
             measured.latencies.push(Duration::from_millis(
-                (d.delivered_ms - started).max(0) as u64,
+                (d.delivered_ms - started).max(0) as u64
             ));
             last = last.max(d.delivered_ms);
         }
