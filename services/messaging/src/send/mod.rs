@@ -186,31 +186,24 @@ impl Outbox {
                      (WAMESH_ACCESS_TOKEN or the numbers file)"
                 ))
             })?;
-        let known = OutboundKey::Idempotency {
-            business_phone_number_id: pnid.clone(),
-            key: request.idempotency_key.clone(),
-        };
-        if let Some(row) = self.store.get_outbound(&known).await? {
-            return same_request(
-                Enqueued {
-                    row,
-                    duplicate: true,
-                },
-                &request,
-            );
-        }
         let contact = self.store.get_contact(pnid, &request.message.to).await?;
         let window = ServiceWindow {
             last_inbound_s: contact.map_or(0, |c| c.last_inbound_s),
         };
         let waba = number.waba_id.clone().unwrap_or_default();
-        let plan = plan::plan(
+        let planned = plan::plan(
             &*self.store,
             &waba,
             &request,
             window.is_open_at(now_ms() / 1000),
         )
-        .await?;
+        .await;
+        // A key asked before answers its message, whatever would be decided now (the window
+        // may have closed since, say); a new one is planned and queued.
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(refused) => return self.known(&request).await?.ok_or(refused),
+        };
         let new = NewOutbound {
             business_phone_number_id: pnid.clone(),
             idempotency_key: request.idempotency_key.clone(),
@@ -237,6 +230,25 @@ impl Outbox {
             self.wake.notify_one();
         }
         same_request(enqueued, &request)
+    }
+
+    /// The message an earlier request with this key queued, if any (and the same request).
+    async fn known(&self, request: &SendRequest) -> Result<Option<Enqueued>, MessagingError> {
+        let key = OutboundKey::Idempotency {
+            business_phone_number_id: request.business_phone_number_id.clone(),
+            key: request.idempotency_key.clone(),
+        };
+        match self.store.get_outbound(&key).await? {
+            Some(row) => same_request(
+                Enqueued {
+                    row,
+                    duplicate: true,
+                },
+                request,
+            )
+            .map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -166,6 +166,33 @@ async fn the_same_idempotency_key_is_the_same_message_and_meta_gets_it_once() {
         "answers its state now"
     );
     assert_eq!(mesh.sim_accepted().await.len(), 1, "Meta got it once");
+
+    // Asked again after what it depended on changed (its template paused since), a key still
+    // answers its message rather than today's decision.
+    let notice = registered("notice", pb::TemplateStatus::Approved, "Hi {{1}}");
+    mesh.template(notice.clone(), Some("APPROVED")).await;
+    let first = mesh
+        .send(template("notice-7", user, "notice", &["Ana"]))
+        .await
+        .unwrap();
+    mesh.grpc()
+        .update_template(pb::Template {
+            status: pb::TemplateStatus::Paused as i32,
+            ..notice
+        })
+        .await
+        .expect("UpdateTemplate");
+    let again = mesh
+        .send(template("notice-7", user, "notice", &["Ana"]))
+        .await
+        .expect("the key's message, not a refusal");
+    assert!(again.duplicate);
+    assert_eq!(again.message.unwrap().id, first.message.unwrap().id);
+    let fresh = mesh
+        .send(template("notice-8", user, "notice", &["Ana"]))
+        .await
+        .expect_err("a new key meets the paused template");
+    assert_eq!(fresh.code(), tonic::Code::FailedPrecondition);
     mesh.stop().await;
 }
 

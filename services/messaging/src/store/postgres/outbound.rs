@@ -168,7 +168,10 @@ impl OutboundStore for PgStore {
                      error_json = COALESCE(s.error, o.error_json),
                      lease_until_ms = NULL
                  FROM s
-                 WHERE o.id = s.id AND o.claim_token = s.token AND o.state IN ('sending', 'in_doubt')
+                 -- `o.id = ANY($1)`: the rows by primary key; the planner cannot size an
+                 -- unnest, and joined to it alone it scanned the whole table.
+                 WHERE o.id = ANY($1) AND o.id = s.id AND o.claim_token = s.token
+                   AND o.state IN ('sending', 'in_doubt')
                  RETURNING o.id, o.wamid, o.business_phone_number_id, o.recipient, o.type, o.preview,
                      o.payload, s.kind),
              history AS (
