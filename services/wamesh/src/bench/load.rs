@@ -1,5 +1,6 @@
-//! A closed-loop load driver: N workers each run one operation after another for a duration;
-//! what finishes during the warm-up is not counted.
+//! Load drivers: [`drive`], closed loop (N workers each run one operation after another for a
+//! duration; what finishes during the warm-up is not counted), and [`pace`], open loop (one
+//! operation started every 1/rate s, whatever the answers do).
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,23 @@ impl Measured {
         self.latencies.iter().filter(|l| **l > limit).count() as f64 / self.latencies.len() as f64
     }
 
+    /// Counts one operation that took `took`: its latency when it succeeded, its error (the
+    /// first few distinct ones kept to print) when not.
+    pub fn record(&mut self, took: Duration, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push(took);
+            }
+            Err(e) => {
+                self.errors += 1;
+                if self.error_samples.len() < 5 && !self.error_samples.contains(&e) {
+                    self.error_samples.push(e);
+                }
+            }
+        }
+    }
+
     /// Adds another run of the same operation (its time and its latencies).
     pub fn add_run(&mut self, other: Measured) {
         self.elapsed += other.elapsed;
@@ -98,20 +116,8 @@ where
                     let n = sequence.fetch_add(1, Ordering::Relaxed);
                     let began = Instant::now();
                     let result = op(n).await;
-                    if began < measure_from {
-                        continue;
-                    }
-                    match result {
-                        Ok(()) => {
-                            mine.ok += 1;
-                            mine.latencies.push(began.elapsed());
-                        }
-                        Err(e) => {
-                            mine.errors += 1;
-                            if mine.error_samples.len() < 5 && !mine.error_samples.contains(&e) {
-                                mine.error_samples.push(e);
-                            }
-                        }
+                    if began >= measure_from {
+                        mine.record(began.elapsed(), result);
                     }
                 }
                 mine
@@ -129,6 +135,46 @@ where
         .saturating_duration_since(measure_from)
         .max(Duration::from_millis(1));
     total
+}
+
+/// Starts `op(n)` for n = 0, 1, ... `total - 1`, one every 1/`rate` s (open loop: a slow
+/// answer does not delay the next start), at most `max_in_flight` at once; answers each
+/// operation's n, how long it took and its result, in the order started.
+pub async fn pace<F, Fut, T>(
+    rate: f64,
+    total: u64,
+    max_in_flight: usize,
+    op: F,
+) -> Vec<(u64, Duration, T)>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let start = tokio::time::Instant::now();
+    let mut started = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let operation = op(n);
+        started.push(tokio::spawn(async move {
+            let _permit = permit;
+            let began = Instant::now();
+            let result = operation.await;
+            (n, began.elapsed(), result)
+        }));
+    }
+    let mut done = Vec::with_capacity(started.len());
+    for operation in started {
+        if let Ok(finished) = operation.await {
+            done.push(finished);
+        }
+    }
+    done
 }
 
 #[cfg(test)]
@@ -156,5 +202,27 @@ mod tests {
         assert_eq!(m.error_samples, vec!["odd".to_owned()]);
         assert!(m.quantile_ms(0.5) >= 1.0);
         assert!(m.elapsed >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn pace_starts_at_the_rate_without_waiting_for_answers() {
+        let started = Instant::now();
+        // 20 operations at 200/s, each taking 50 ms: open loop, so about 0.1 s + 50 ms in all,
+        // never 20 × 50 ms.
+        let done = pace(200.0, 20, 64, |n| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            n * 2
+        })
+        .await;
+        let ns: Vec<u64> = done.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(ns, (0..20).collect::<Vec<_>>());
+        assert!(
+            done.iter()
+                .all(|(n, took, doubled)| *doubled == n * 2 && *took >= Duration::from_millis(50))
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(95),
+            "paced, not all at once"
+        );
     }
 }

@@ -8,7 +8,7 @@ pub mod ratelimit;
 mod scratch;
 pub mod send;
 
-pub use load::{LoadArgs, Measured, drive};
+pub use load::{LoadArgs, Measured, drive, pace};
 
 /// Rounds to two decimals, for the JSON summary.
 pub fn round(x: f64) -> f64 {

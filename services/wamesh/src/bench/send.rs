@@ -30,7 +30,7 @@ use wamesh_simulator::{Delivery, SendLimits, SimulatorConfig, WebhookTarget};
 
 use super::cpu::{process_cpu_seconds, program_cpu_seconds};
 use super::scratch::ScratchDatabase;
-use super::{Comparison, LoadArgs, Measured, round};
+use super::{Comparison, LoadArgs, Measured, pace, round};
 use crate::mesh::{Mesh, MeshConfig};
 
 const PHONE: &str = "109000000000001";
@@ -68,6 +68,14 @@ pub struct SendBench {
     pub send_workers: usize,
     #[arg(long, default_value_t = 64)]
     pub send_batch: u32,
+}
+
+impl SendBench {
+    /// Messages in all, and of those the warm-up's (not measured).
+    fn counts(&self) -> (u64, u64) {
+        let total = self.rate * (self.warmup + self.duration).as_secs_f64();
+        (total as u64, (self.rate * self.warmup.as_secs_f64()) as u64)
+    }
 }
 
 /// What the run sent: for each message, when `SendMessage` was called (wall clock, ms) and its
@@ -342,64 +350,38 @@ impl Bench {
 
     /// The open loop: one `SendMessage` every 1/rate s for warm-up plus duration.
     async fn load(&self, args: &SendBench) -> Sent {
-        let interval = Duration::from_secs_f64(1.0 / args.rate);
-        let total = (args.rate * (args.warmup + args.duration).as_secs_f64()) as u64;
-        let warmup = (args.rate * args.warmup.as_secs_f64()) as u64;
-        let limit = Arc::new(Semaphore::new(args.max_in_flight));
-        let start = tokio::time::Instant::now();
-        let mut calls = Vec::with_capacity(total as usize);
-        for n in 0..total {
-            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
+        let (total, warmup) = args.counts();
+        let done = pace(args.rate, total, args.max_in_flight, |n| {
             let mut grpc = self.grpc.clone();
-            let user = self.users[n as usize % self.users.len()].clone();
-            calls.push(tokio::spawn(async move {
-                let _permit = permit;
+            let request = pb::SendMessageRequest {
+                business_phone_number_id: PHONE.into(),
+                to: self.users[n as usize % self.users.len()].clone(),
+                idempotency_key: format!("bench-{n}"),
+                content: Some(pb::send_message_request::Content::Text(pb::TextContent {
+                    body: format!("Your order #{n} is on its way."),
+                    preview_url: false,
+                })),
+                ..Default::default()
+            };
+            async move {
                 let started_ms = now_ms();
-                let began = Instant::now();
-                let request = pb::SendMessageRequest {
-                    business_phone_number_id: PHONE.into(),
-                    to: user,
-                    idempotency_key: format!("bench-{n}"),
-                    content: Some(pb::send_message_request::Content::Text(pb::TextContent {
-                        body: format!("Your order #{n} is on its way."),
-                        preview_url: false,
-                    })),
-                    ..Default::default()
-                };
                 let answer = grpc.send_message(request).await;
                 let id = answer
                     .map(|a| a.into_inner().message.map_or(0, |m| m.id))
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
-                (n, started_ms, began.elapsed(), id)
-            }));
-        }
+                (started_ms, id)
+            }
+        })
+        .await;
         let mut sent = Sent {
             started_ms: HashMap::new(),
             rpc: Measured::default(),
         };
-        for call in calls {
-            let Ok((n, started_ms, took, id)) = call.await else {
-                continue;
-            };
-            if n < warmup {
-                continue;
+        for (_, took, (started_ms, id)) in done.into_iter().filter(|(n, ..)| *n >= warmup) {
+            if let Ok(id) = id {
+                sent.started_ms.insert(id, started_ms);
             }
-            match id {
-                Ok(id) => {
-                    sent.started_ms.insert(id, started_ms);
-                    sent.rpc.ok += 1;
-                    sent.rpc.latencies.push(took);
-                }
-                Err(e) => {
-                    sent.rpc.errors += 1;
-                    if sent.rpc.error_samples.len() < 5 && !sent.rpc.error_samples.contains(&e) {
-                        sent.rpc.error_samples.push(e);
-                    }
-                }
-            }
+            sent.rpc.record(took, id.map(drop));
         }
         sent.rpc.latencies.sort_unstable();
         sent.rpc.elapsed = args.duration;
@@ -502,54 +484,27 @@ impl Bench {
             .send()
             .await?
             .error_for_status()?;
-        let interval = Duration::from_secs_f64(1.0 / args.rate);
-        let total = (args.rate * (args.warmup + args.duration).as_secs_f64()) as u64;
-        let warmup = (args.rate * args.warmup.as_secs_f64()) as u64;
-        let limit = Arc::new(Semaphore::new(args.max_in_flight));
+        let (total, warmup) = args.counts();
         let url = format!("{}/v23.0/{PHONE}/messages", self.simulator);
-        let start = tokio::time::Instant::now();
-        let mut calls = Vec::with_capacity(total as usize);
-        for n in 0..total {
-            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
-            let (http, url) = (self.http.clone(), url.clone());
-            let to = format!("1666{:07}", n / PER_USER as u64); // under the pair burst, too
-            calls.push(tokio::spawn(async move {
-                let _permit = permit;
-                let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
-                    "to": to, "type": "text", "text": {"body": format!("Your order #{n} is on its way.")}});
-                let began = Instant::now();
-                let answer = http.post(url).bearer_auth(TOKEN).json(&body).send().await;
-                let result = match answer {
+        let start = Instant::now();
+        let done = pace(args.rate, total, args.max_in_flight, |n| {
+            // To a user of its own every 40 messages: under the pair burst, too.
+            let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": format!("1666{:07}", n / PER_USER as u64), "type": "text",
+                "text": {"body": format!("Your order #{n} is on its way.")}});
+            let request = self.http.post(&url).bearer_auth(TOKEN).json(&body).send();
+            async move {
+                match request.await {
                     Ok(a) if a.status().is_success() => Ok(()),
                     Ok(a) => Err(format!("HTTP {}", a.status())),
                     Err(e) => Err(e.to_string()),
-                };
-                (n, began.elapsed(), result)
-            }));
-        }
+                }
+            }
+        })
+        .await;
         let mut measured = Measured::default();
-        for call in calls {
-            let Ok((n, took, result)) = call.await else {
-                continue;
-            };
-            if n < warmup {
-                continue;
-            }
-            match result {
-                Ok(()) => {
-                    measured.ok += 1;
-                    measured.latencies.push(took);
-                }
-                Err(e) => {
-                    measured.errors += 1;
-                    if measured.error_samples.len() < 5 && !measured.error_samples.contains(&e) {
-                        measured.error_samples.push(e);
-                    }
-                }
-            }
+        for (_, took, result) in done.into_iter().filter(|(n, ..)| *n >= warmup) {
+            measured.record(took, result);
         }
         measured.latencies.sort_unstable();
         measured.elapsed = start.elapsed().saturating_sub(args.warmup);
