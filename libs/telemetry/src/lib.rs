@@ -32,8 +32,8 @@ mod spans;
 pub use config::TelemetryConfig;
 pub use init::{TelemetryGuard, init};
 pub use propagation::{
-    GrpcTraceInterceptor, current_trace_id, inject_grpc, inject_http, set_parent_from_http,
-    set_parent_from_traceparent,
+    GrpcTraceInterceptor, current_trace_id, inject_grpc, inject_http, link_to_traceparent,
+    set_parent_from_http, set_parent_from_traceparent, traceparent,
 };
 pub use redact::redact;
 pub use spans::{grpc_server_span, http_server_span};

@@ -82,6 +82,33 @@ fn inject(injector: &mut dyn Injector) {
     }
 }
 
+/// The W3C `traceparent` of `span` itself (so work elsewhere can be its child), or `None`
+/// when it has no valid OpenTelemetry context (no layer installed). Call it after any
+/// `set_parent`: the parent decides the trace id.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Links `span` to the span `traceparent` names (a causal relation across traces, as between
+/// a delivery confirmation and the status webhook's own request). No-op when it is invalid.
+pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) {
+    let cx = TraceContextPropagator::new().extract(&TraceparentExtractor(traceparent));
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 /// A `traceparent` on its own.
 struct TraceparentExtractor<'a>(&'a str);
 
@@ -238,5 +265,29 @@ mod tests {
         assert!(headers.is_empty());
         set_parent_from_http(&tracing::Span::none(), &headers);
         assert_eq!(current_trace_id(), None);
+    }
+
+    #[test]
+    fn a_span_tells_its_own_traceparent_under_its_parent() {
+        let (dispatch, _logs) = dispatch(true);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("child");
+            set_parent_from_traceparent(
+                &span,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+            let own = traceparent(&span).expect("a valid context");
+            assert!(
+                own.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{own}"
+            );
+            assert!(
+                !own.contains("00f067aa0ba902b7"),
+                "its own span id, not the parent's"
+            );
+            assert!(own.ends_with("-01"));
+            link_to_traceparent(&span, "not a traceparent"); // ignored
+        });
+        assert_eq!(traceparent(&tracing::Span::none()), None);
     }
 }

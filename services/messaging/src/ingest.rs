@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wamesh_runtime::batch::{BatchConfig, Batcher};
 
+use crate::grpc::EventSignal;
 use crate::store::{IncomingWebhook, IngestOutcome, Store, StoreError};
 
 /// How group commit is sized.
@@ -41,16 +42,20 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the committer tasks.
-    pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
+    /// Starts the committer tasks; `signal` is rung after each commit (it may append events).
+    pub fn start(store: Arc<dyn Store>, config: IngestConfig, signal: EventSignal) -> Self {
         let batch = BatchConfig {
             workers: config.committers,
             max_batch: config.max_batch,
             queue_capacity: config.queue_capacity,
         };
         let batcher = Batcher::start(batch, move |webhooks: Vec<IncomingWebhook>| {
-            let store = store.clone();
-            async move { commit(&*store, webhooks).await }
+            let (store, signal) = (store.clone(), signal.clone());
+            async move {
+                let outcomes = commit(&*store, webhooks).await;
+                signal.committed();
+                outcomes
+            }
         });
         Self { batcher }
     }

@@ -14,11 +14,13 @@ pub mod grpc;
 pub mod ingest;
 pub mod send;
 pub mod store;
+pub mod trace;
 pub mod window;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use wamesh_proto::messaging::v1::events_server::EventsServer;
 use wamesh_proto::messaging::v1::messaging_server::MessagingServer;
 use wamesh_runtime::{BusinessNumber, Shutdown};
 
@@ -31,8 +33,12 @@ use store::Store;
 /// of bodies, or one webhook of up to 3 MB, with room for framing.
 pub const MAX_CALL_BYTES: usize = 16 * 1024 * 1024;
 
-/// The fully qualified gRPC service name, for health checks.
+/// The fully qualified gRPC service names, for health checks.
 pub const SERVICE_NAME: &str = "wamesh.messaging.v1.Messaging";
+pub const EVENTS_SERVICE_NAME: &str = "wamesh.messaging.v1.Events";
+
+/// How often a caught-up event subscriber looks for other replicas' commits.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What messaging needs to start.
 #[derive(Debug, Clone)]
@@ -51,6 +57,7 @@ pub struct Messaging {
     store: Arc<dyn Store>,
     service: grpc::MessagingService,
     sending: Sending,
+    signal: grpc::EventSignal,
 }
 
 impl Messaging {
@@ -66,8 +73,14 @@ impl Messaging {
         if store.backend() == "sqlite" {
             ingest.committers = 1; // one writer; more would only wait on each other
         }
-        let ingestor = ingest::Ingestor::start(store.clone(), ingest);
-        let sending = Sending::new(store.clone(), config.numbers.clone(), config.send.clone())?;
+        let signal = grpc::EventSignal::default();
+        let ingestor = ingest::Ingestor::start(store.clone(), ingest, signal.clone());
+        let sending = Sending::new(
+            store.clone(),
+            config.numbers.clone(),
+            config.send.clone(),
+            signal.clone(),
+        )?;
         Ok(Self {
             service: grpc::MessagingService::new(
                 store.clone(),
@@ -77,6 +90,7 @@ impl Messaging {
             ),
             store,
             sending,
+            signal,
         })
     }
 
@@ -84,12 +98,15 @@ impl Messaging {
         self.store.clone()
     }
 
-    /// Serves gRPC on `listener` and runs the send workers until `shutdown`, then drains
+    /// Serves gRPC (`Messaging` and `Events`) on `listener` and runs the send workers until `shutdown`, then drains
     /// in-flight calls, the group-commit queue and the claims the workers hold.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let server = MessagingServer::new(self.service).max_decoding_message_size(MAX_CALL_BYTES);
-        let routes = tonic::service::Routes::new(server);
-        let grpc = wamesh_runtime::grpc::serve(routes, &[SERVICE_NAME], listener, shutdown.clone());
+        let events =
+            grpc::EventsService::new(self.store, self.signal, EVENTS_POLL, shutdown.clone());
+        let routes = tonic::service::Routes::new(server).add_service(EventsServer::new(events));
+        let names = [SERVICE_NAME, EVENTS_SERVICE_NAME];
+        let grpc = wamesh_runtime::grpc::serve(routes, &names, listener, shutdown.clone());
         let (served, ()) = tokio::join!(grpc, self.sending.run(shutdown));
         served
     }

@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 use wamesh_proto::messaging::v1 as pb;
 use wamesh_whatsapp::{Updates, Webhook};
 
 mod convert;
+mod events;
 mod sending;
+
+pub use events::{EventSignal, EventsService};
 
 use convert::*;
 
@@ -17,6 +21,7 @@ use crate::error::MessagingError;
 use crate::ingest::{Ingestor, now_ms};
 use crate::send::{Outbox, StatusBoard};
 use crate::store::{Direction, IncomingWebhook, MessageKey, Store, StoredMessage, StoredStatus};
+use crate::trace::IngestSpans;
 
 /// The `Messaging` service over a store, its group-commit ingestor and sending's outbox.
 #[derive(Clone)]
@@ -59,14 +64,22 @@ impl MessagingService {
         } else {
             now_ms()
         };
+        let spans = IngestSpans::open(&request.traceparent, &updates, received_at_ms);
         let incoming = IncomingWebhook {
             body_sha256: hex::encode(Sha256::digest(&request.raw_body)),
             raw_body: request.raw_body,
             received_at_ms,
             verified_by: request.verified_by,
+            traces: spans.traces(),
             updates,
         };
-        let outcome = self.ingestor.ingest(incoming).await?;
+        let stored = self
+            .ingestor
+            .ingest(incoming)
+            .instrument(spans.webhook.clone())
+            .await;
+        spans.close(stored.as_ref().ok());
+        let outcome = stored?;
         let duplicate = if outcome.duplicate { "true" } else { "false" };
         metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => duplicate).increment(1);
         Ok(pb::IngestWebhookResponse {

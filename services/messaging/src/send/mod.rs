@@ -22,9 +22,10 @@ use wamesh_runtime::{BusinessNumber, Shutdown};
 use wamesh_whatsapp::graph::GraphClient;
 
 use crate::error::MessagingError;
+use crate::grpc::EventSignal;
 use crate::ingest::now_ms;
 use crate::store::outbound::{
-    Enqueued, NewOutbound, OutboundKey, QueueCounts, WorkerReport, callback_data,
+    Callback, Enqueued, NewOutbound, OutboundKey, QueueCounts, WorkerReport,
 };
 use crate::store::{Store, StoreError};
 use crate::window::ServiceWindow;
@@ -134,13 +135,13 @@ pub fn scope_of(number: &BusinessNumber, phone_number_id: &str) -> String {
         .unwrap_or_else(|| phone_number_id.to_owned())
 }
 
-/// The Graph API body of a stored payload, tagged so Meta echoes our id on its statuses.
-pub fn callback_body(payload: &str, id: i64) -> Vec<u8> {
+/// The Graph API body of a stored payload, with the callback data Meta echoes on its statuses.
+pub fn callback_body(payload: &str, callback: &Callback) -> Vec<u8> {
     let mut body: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(payload).unwrap_or_default();
     body.insert(
         "biz_opaque_callback_data".into(),
-        serde_json::Value::String(callback_data(id)),
+        serde_json::Value::String(callback.encode()),
     );
     serde_json::Value::Object(body).to_string().into_bytes()
 }
@@ -154,6 +155,8 @@ pub struct SendContext {
     pub config: SendConfig,
     /// Rung when this replica queues something, so an idle worker claims it at once.
     pub wake: Arc<Notify>,
+    /// Rung after commits that append events (settles, reconciliations).
+    pub signal: EventSignal,
 }
 
 type EnqueueResult = Result<Enqueued, Arc<StoreError>>;
@@ -276,6 +279,7 @@ impl Sending {
         store: Arc<dyn Store>,
         numbers: Vec<BusinessNumber>,
         config: SendConfig,
+        signal: EventSignal,
     ) -> anyhow::Result<Self> {
         let graph = GraphClient::new(
             &config.graph_api_url,
@@ -293,10 +297,14 @@ impl Sending {
                 queue_capacity: 4096,
             },
             {
-                let store = store.clone();
+                let (store, signal) = (store.clone(), signal.clone());
                 move |batch: Vec<NewOutbound>| {
-                    let store = store.clone();
-                    async move { enqueue_batch(&*store, batch).await }
+                    let (store, signal) = (store.clone(), signal.clone());
+                    async move {
+                        let done = enqueue_batch(&*store, batch).await;
+                        signal.committed();
+                        done
+                    }
                 }
             },
         );
@@ -318,6 +326,7 @@ impl Sending {
                 limits,
                 config,
                 wake,
+                signal,
             }),
             stats,
             outbox,
@@ -379,6 +388,7 @@ async fn reconcile(ctx: Arc<SendContext>, shutdown: Shutdown) {
         let now = now_ms();
         match ctx.store.reconcile(now, now - window).await {
             Ok(done) if done != Default::default() => {
+                ctx.signal.committed();
                 tracing::warn!(
                     expired = done.expired,
                     proven_sent = done.proven_sent,

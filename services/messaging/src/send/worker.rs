@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use rand::Rng as _;
 use serde_json::json;
+use tracing::Instrument as _;
 use wamesh_proto::ratelimit::v1 as rl;
 use wamesh_runtime::{BusinessNumber, Shutdown};
 use wamesh_whatsapp::graph::{ErrorClass, SendError};
@@ -25,7 +26,9 @@ use wamesh_whatsapp::graph::{ErrorClass, SendError};
 use super::stats::{Event, WorkerStats};
 use super::{SendContext, callback_body, scope_of};
 use crate::ingest::now_ms;
+use crate::store::outbound::Callback;
 use crate::store::outbound::{Claimed, SendFailure, Settle, Settlement};
+use crate::trace;
 use crate::window::ServiceWindow;
 
 /// How long a settle that failed is retried before the claim is left to expire (its messages
@@ -90,11 +93,22 @@ async fn send_claim(
     let users = by_user.into_values().map(|messages| async move {
         let mut settles = Vec::with_capacity(messages.len());
         for message in messages {
-            let result = send_one(ctx, stats, &message).await;
+            let span = trace::send_span(
+                message.traceparent.as_deref(),
+                message.id,
+                message.attempts as u32 + 1,
+                &message.kind,
+            );
+            let traceparent = wamesh_telemetry::traceparent(&span);
+            let result = send_one(ctx, stats, &message, traceparent.as_deref())
+                .instrument(span.clone())
+                .await;
+            record_outcome(&span, &result);
             settles.push(Settle {
                 id: message.id,
                 claim_token: token,
                 result,
+                traceparent,
             });
         }
         settles
@@ -106,7 +120,7 @@ async fn send_claim(
 async fn settle(ctx: &SendContext, stats: &WorkerStats, settles: &[Settle]) {
     for attempt in 1..=SETTLE_TRIES {
         match ctx.store.settle(settles, now_ms()).await {
-            Ok(_) => return,
+            Ok(_) => return ctx.signal.committed(),
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "recording send outcomes failed");
                 stats.error(0, "recording send outcomes: the database failed", now_ms());
@@ -120,8 +134,35 @@ async fn settle(ctx: &SendContext, stats: &WorkerStats, settles: &[Settle]) {
     );
 }
 
-/// One message: rate limits, then the Graph API.
-async fn send_one(ctx: &SendContext, stats: &WorkerStats, message: &Claimed) -> Settlement {
+/// What became of one attempt, on its span.
+fn record_outcome(span: &tracing::Span, result: &Settlement) {
+    let (kind, wamid, next_at, error) = result.columns();
+    span.record("wamesh.result", kind);
+    if let Some(wamid) = wamid {
+        span.record("wamesh.wamid", wamid.as_str());
+    }
+    if let (Some(at), "deferred") = (next_at, kind) {
+        span.record("wamesh.retry_after_ms", at - now_ms());
+    }
+    if let Some(error) = error {
+        span.record("wamesh.error_code", error.code);
+        if matches!(kind, "failed" | "dead" | "in_doubt") {
+            span.record("otel.status_code", "ERROR");
+            let why = format!("{kind} (Meta error {})", error.code);
+            span.record("otel.status_message", why.as_str());
+        }
+    }
+}
+
+/// One message: rate limits, then the Graph API. `traceparent` is its send span's: the
+/// rate-limit decision and the Graph API call continue it, and Meta echoes it on the
+/// message's statuses (in the callback data).
+async fn send_one(
+    ctx: &SendContext,
+    stats: &WorkerStats,
+    message: &Claimed,
+    traceparent: Option<&str>,
+) -> Settlement {
     let now = now_ms();
     let Some(number) = ctx.senders.lookup(&message.business_phone_number_id) else {
         return fail(stats, no_number(&message.business_phone_number_id), now);
@@ -135,8 +176,11 @@ async fn send_one(ctx: &SendContext, stats: &WorkerStats, message: &Claimed) -> 
     }
     .is_open_at(now / 1000);
     let acquire = buckets(message, &scope, window_open, number);
-    let traceparent = message.traceparent.clone().unwrap_or_default();
-    match ctx.limits.acquire(acquire, traceparent).await {
+    let decided = ctx
+        .limits
+        .acquire(acquire, traceparent.unwrap_or_default().to_owned())
+        .await;
+    match decided {
         Ok(decision) if decision.allowed => {}
         Ok(decision) => {
             stats.count(Event::Deferred, now);
@@ -154,13 +198,15 @@ async fn send_one(ctx: &SendContext, stats: &WorkerStats, message: &Claimed) -> 
             };
         }
     }
-    let body = callback_body(&message.payload, message.id);
+    let callback = Callback {
+        outbound_id: message.id,
+        sent_at_ms: Some(now_ms()),
+        traceparent: traceparent.map(str::to_owned),
+    };
+    let body = callback_body(&message.payload, &callback);
+    let call = trace::graph_span(&ctx.config.graph_api_url);
     let mut headers = http::HeaderMap::new();
-    if let Some(traceparent) = message.traceparent.as_deref()
-        && let Ok(value) = traceparent.parse()
-    {
-        headers.insert("traceparent", value);
-    }
+    call.in_scope(|| wamesh_telemetry::inject_http(&mut headers));
     let answer = ctx
         .graph
         .send_message(
@@ -169,7 +215,22 @@ async fn send_one(ctx: &SendContext, stats: &WorkerStats, message: &Claimed) -> 
             body,
             headers,
         )
+        .instrument(call.clone())
         .await;
+    match &answer {
+        Ok(_) => call.record("http.response.status_code", 200),
+        Err(
+            SendError::Api { http_status, .. }
+            | SendError::Http {
+                status: http_status,
+            },
+        ) => {
+            call.record("http.response.status_code", *http_status);
+            call.record("otel.status_code", "ERROR")
+        }
+        Err(_) => call.record("otel.status_code", "ERROR"),
+    };
+    drop(call);
     let now = now_ms();
     match answer {
         Ok(accepted) => {

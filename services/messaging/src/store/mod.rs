@@ -4,6 +4,7 @@
 //! A write is always a whole batch of webhook deliveries in one transaction ([`Store::ingest`]):
 //! that is what group commit hands over. What to write is decided once, in [`plan`], so both
 //! backends store exactly the same rows; the backends only run SQL.
+pub mod events;
 pub mod outbound;
 mod plan;
 pub mod postgres;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wamesh_whatsapp::Updates;
 
+pub use events::EventLog;
 pub use outbound::OutboundStore;
 
 /// One verified webhook POST, parsed, ready to be stored.
@@ -25,6 +27,17 @@ pub struct IncomingWebhook {
     pub received_at_ms: i64,
     pub verified_by: String,
     pub updates: Updates,
+    /// The trace contexts its rows are stored (and their events appended) under.
+    pub traces: Traces,
+}
+
+/// W3C `traceparent`s of one webhook: its own ingest span, and each message's and status's
+/// span (aligned with `updates.messages` and `updates.statuses`; missing ones are `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Traces {
+    pub webhook: Option<String>,
+    pub messages: Vec<Option<String>>,
+    pub statuses: Vec<Option<String>>,
 }
 
 /// How many updates of each kind a webhook held.
@@ -261,7 +274,7 @@ fn is_transient_db_code(code: Option<&str>) -> bool {
 /// messaging's storage. Every method is one round of work against the database. Sending's
 /// part (the outbound queue, templates, workers) is [`OutboundStore`].
 #[async_trait]
-pub trait Store: OutboundStore + Send + Sync + 'static {
+pub trait Store: OutboundStore + EventLog + Send + Sync + 'static {
     /// Stores a batch of webhooks in ONE transaction: deliveries, bodies, messages, statuses,
     /// contacts and other events, deduplicated by Meta's ids. Outcomes are in input order.
     async fn ingest(

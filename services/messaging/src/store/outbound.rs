@@ -19,11 +19,47 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 
 use super::StoreError;
+use super::events::{NewLogEvent, kind};
 
-/// How a send is tagged so Meta echoes it back on its status webhooks
-/// (`biz_opaque_callback_data`): the evidence that an in-doubt send reached Meta.
-pub fn callback_data(id: i64) -> String {
-    format!("wamesh:{id}")
+/// What each send asks Meta to echo on its status webhooks (`biz_opaque_callback_data`), as
+/// `wamesh:<id>:<sent_at_ms>:<traceparent>`: our id (the evidence that an in-doubt send reached
+/// Meta), when the call was made (for the delivery latency) and the send's span (the parent of
+/// the delivery confirmations' spans). Meta allows 512 characters; this takes under 100.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub outbound_id: i64,
+    pub sent_at_ms: Option<i64>,
+    pub traceparent: Option<String>,
+}
+
+impl Callback {
+    const PREFIX: &'static str = "wamesh:";
+
+    pub fn encode(&self) -> String {
+        let mut data = format!("{}{}", Self::PREFIX, self.outbound_id);
+        if let Some(at) = self.sent_at_ms {
+            data.push_str(&format!(":{at}"));
+            if let Some(traceparent) = &self.traceparent {
+                data.push(':');
+                data.push_str(traceparent);
+            }
+        }
+        data
+    }
+
+    /// Ours (`wamesh:<id>`, optionally followed by the time and trace), else `None`: callback
+    /// data from another sender of the same number is not ours to read.
+    pub fn parse(data: &str) -> Option<Self> {
+        let mut parts = data.strip_prefix(Self::PREFIX)?.splitn(3, ':');
+        let outbound_id = parts.next()?.parse().ok()?;
+        let sent_at_ms = parts.next().map(str::parse).transpose().ok()?;
+        let traceparent = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
+        Some(Self {
+            outbound_id,
+            sent_at_ms,
+            traceparent,
+        })
+    }
 }
 
 /// A message to queue: validated, rendered to its Graph API body, its fallback decided.
@@ -48,6 +84,62 @@ pub struct NewOutbound {
     pub fallback_json: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+}
+
+/// The `send.queued` event of a message just queued.
+pub fn queued_event(row: &OutboundRow) -> NewLogEvent {
+    NewLogEvent {
+        kind: kind::SEND_QUEUED,
+        business_phone_number_id: row.business_phone_number_id.clone(),
+        contact_id: row.recipient.clone(),
+        outbound_id: Some(row.id),
+        message_type: Some(row.kind.clone()),
+        template_name: row.template_name.clone(),
+        traceparent: row.traceparent.clone(),
+        tracestate: row.tracestate.clone(),
+        ..NewLogEvent::default()
+    }
+}
+
+/// The event of a settled message, for the outcomes that change what it is (accepted, failed,
+/// dead, in doubt); deferrals and retries leave it queued and make none.
+pub fn settled_event(settled: &Settled) -> Option<NewLogEvent> {
+    let kind = match settled.kind.as_str() {
+        "accepted" => kind::SEND_ACCEPTED,
+        "failed" => kind::SEND_FAILED,
+        "dead" => kind::SEND_DEAD,
+        "in_doubt" => kind::SEND_IN_DOUBT,
+        _ => return None,
+    };
+    Some(NewLogEvent {
+        kind,
+        business_phone_number_id: settled.business_phone_number_id.clone(),
+        contact_id: settled.recipient.clone(),
+        wamid: settled.wamid.clone(),
+        outbound_id: Some(settled.id),
+        message_type: Some(settled.message_type.clone()),
+        error_code: settled.error_code.unwrap_or(0),
+        template_name: settled.template_name.clone(),
+        traceparent: settled.traceparent.clone(),
+        ..NewLogEvent::default()
+    })
+}
+
+/// A row a settle changed, as the settle statement returns it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Settled {
+    pub id: i64,
+    /// The settlement's kind (see [`Settlement::columns`]).
+    pub kind: String,
+    pub business_phone_number_id: String,
+    pub recipient: String,
+    pub wamid: Option<String>,
+    #[sqlx(rename = "type")]
+    pub message_type: String,
+    pub template_name: Option<String>,
+    pub error_code: Option<i64>,
+    /// The send's span (else the message's own trace context).
+    pub traceparent: Option<String>,
 }
 
 /// What enqueueing one message did.
@@ -119,6 +211,8 @@ pub struct Settle {
     /// The token of the claim that holds it; a settle with another token changes nothing.
     pub claim_token: i64,
     pub result: Settlement,
+    /// The send's span (W3C traceparent), for the event of its outcome.
+    pub traceparent: Option<String>,
 }
 
 /// The outcome of one send attempt (or of not attempting it).
@@ -332,17 +426,48 @@ pub fn in_input_order(
         .collect()
 }
 
-/// Accepted settles for in-doubt rows a status proved sent.
-pub fn proven_settles(proven: Vec<(i64, i64, String)>) -> Vec<Settle> {
+/// Accepted settles for in-doubt rows a status proved sent: (id, claim token, wamid, the
+/// proving status's trace context).
+pub fn proven_settles(proven: Vec<(i64, i64, String, Option<String>)>) -> Vec<Settle> {
     proven
         .into_iter()
-        .map(|(id, claim_token, wamid)| Settle {
+        .map(|(id, claim_token, wamid, traceparent)| Settle {
             id,
             claim_token,
             result: Settlement::Accepted { wamid },
+            traceparent,
         })
         .collect()
 }
 
 /// The error an expired claim leaves on its row.
 pub const EXPIRED_CLAIM: &str = r#"{"code":0,"title":"claim expired","message":"the worker sending it stopped before recording Meta's answer","details":"in doubt until a status webhook shows whether Meta has it"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_data_round_trips_and_only_ours_parses() {
+        let full = Callback {
+            outbound_id: 42,
+            sent_at_ms: Some(1_700_000_000_123),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        };
+        assert_eq!(Callback::parse(&full.encode()), Some(full.clone()));
+        let bare = Callback::parse("wamesh:7").unwrap();
+        assert_eq!(
+            (bare.outbound_id, bare.sent_at_ms, bare.traceparent),
+            (7, None, None)
+        );
+        for theirs in [
+            "some data",
+            "wamesh:",
+            "wamesh:x",
+            "wamesh:7:soon",
+            "other:7",
+        ] {
+            assert_eq!(Callback::parse(theirs), None, "{theirs}");
+        }
+    }
+}

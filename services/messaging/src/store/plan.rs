@@ -7,12 +7,19 @@ use std::collections::BTreeMap;
 
 use wamesh_whatsapp::{ApiError, DeliveryStatus, MessageUpdate, StatusUpdate};
 
+use super::outbound::Callback;
 use super::{IncomingWebhook, IngestOutcome, UpdateCounts};
 
 /// Every row one batch writes. `slot` is the index of the webhook in the batch.
 pub struct BatchPlan<'a> {
     pub messages: Vec<(usize, &'a MessageUpdate)>,
+    /// Each message's trace context, aligned with `messages`.
+    pub message_traces: Vec<Option<&'a str>>,
     pub statuses: Vec<(usize, &'a StatusUpdate)>,
+    /// Each status's trace context and the outbound message its callback data names, aligned
+    /// with `statuses`.
+    pub status_traces: Vec<Option<&'a str>>,
+    pub status_outbound: Vec<Option<i64>>,
     /// Per outbound wamid: the highest ranked status of the batch (or an unranked one).
     pub states: Vec<StateRow<'a>>,
     pub contacts: Vec<ContactRow>,
@@ -62,11 +69,13 @@ impl<'a> BatchPlan<'a> {
         let mut events = BTreeMap::new();
         for (slot, webhook) in batch.iter().enumerate() {
             let updates = &webhook.updates;
-            for m in &updates.messages {
+            let traces = &webhook.traces;
+            for (n, m) in updates.messages.iter().enumerate() {
                 let direction = super::Direction::from(m.direction).as_str();
+                let trace = traces.messages.get(n).and_then(|t| t.as_deref());
                 messages
                     .entry((m.wamid.as_str(), direction))
-                    .or_insert((slot, m));
+                    .or_insert((slot, m, trace));
                 if m.direction == wamesh_whatsapp::Direction::Inbound && !m.contact_id.is_empty() {
                     let row = contact_row(
                         &mut contacts,
@@ -77,10 +86,11 @@ impl<'a> BatchPlan<'a> {
                     row.last_inbound_s = row.last_inbound_s.max(m.timestamp);
                 }
             }
-            for s in &updates.statuses {
+            for (n, s) in updates.statuses.iter().enumerate() {
+                let trace = traces.statuses.get(n).and_then(|t| t.as_deref());
                 statuses
                     .entry((s.wamid.as_str(), s.status.as_str()))
-                    .or_insert((slot, s));
+                    .or_insert((slot, s, trace));
                 let ranked = DeliveryStatus::parse(&s.status);
                 let state = states.entry(s.wamid.as_str()).or_insert(StateRow {
                     wamid: &s.wamid,
@@ -130,9 +140,29 @@ impl<'a> BatchPlan<'a> {
                 });
             }
         }
+        let (messages, message_traces) = messages
+            .into_values()
+            .map(|(slot, m, trace)| ((slot, m), trace))
+            .unzip();
+        let (statuses, status_traces): (Vec<_>, Vec<_>) = statuses
+            .into_values()
+            .map(|(slot, s, trace)| ((slot, s), trace))
+            .unzip();
+        let status_outbound = statuses
+            .iter()
+            .map(|(_, s): &(usize, &StatusUpdate)| {
+                s.callback_data
+                    .as_deref()
+                    .and_then(Callback::parse)
+                    .map(|c| c.outbound_id)
+            })
+            .collect();
         Self {
-            messages: messages.into_values().collect(),
-            statuses: statuses.into_values().collect(),
+            messages,
+            message_traces,
+            statuses,
+            status_traces,
+            status_outbound,
             states: states.into_values().collect(),
             contacts: contacts.into_values().collect(),
             events: events.into_values().collect(),

@@ -137,6 +137,7 @@ fn incoming_bytes(raw_body: Vec<u8>, received_at_ms: i64) -> IncomingWebhook {
         raw_body,
         received_at_ms,
         verified_by: "test".to_owned(),
+        traces: Default::default(),
     }
 }
 

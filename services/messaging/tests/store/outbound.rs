@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::json;
 use wamesh_messaging::store::Store;
 use wamesh_messaging::store::outbound::{
-    NewOutbound, OutboundKey, OutboundRow, Put, SendFailure, Settle, Settlement, TemplateRow,
-    WorkerReport, callback_data,
+    Callback, NewOutbound, OutboundKey, OutboundRow, Put, SendFailure, Settle, Settlement,
+    TemplateRow, WorkerReport,
 };
 
 use crate::ingest::{PHONE, incoming, ingest_one, outbound, status_webhook, text_webhook};
@@ -81,6 +81,7 @@ async fn settle(store: &dyn Store, id: i64, token: i64, result: Settlement, now:
                 id,
                 claim_token: token,
                 result,
+                traceparent: None,
             }],
             now,
         )
@@ -252,6 +253,7 @@ async fn each_outcome_moves_the_message_as_it_should(store: Arc<dyn Store>) {
             id: row.id,
             claim_token: 9,
             result,
+            traceparent: None,
         })
         .collect();
     let now = NOW + 10;
@@ -349,8 +351,14 @@ async fn an_expired_claim_goes_in_doubt_and_a_status_with_its_callback_data_prov
     assert_eq!(get(&*store, rows[0].id).await.state, "in_doubt");
     // Meta had the first: its status echoes our callback data.
     let mut status = status_webhook(PHONE, "wamid.PROOF", "sent", 1_700_000_002, USER, None);
-    status["entry"][0]["changes"][0]["value"]["statuses"][0]["biz_opaque_callback_data"] =
-        json!(callback_data(rows[0].id));
+    status["entry"][0]["changes"][0]["value"]["statuses"][0]["biz_opaque_callback_data"] = json!(
+        Callback {
+            outbound_id: rows[0].id,
+            sent_at_ms: Some(NOW),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        }
+        .encode()
+    );
     ingest_one(&*store, incoming(&status, NOW + 1_500)).await;
     let done = store.reconcile(NOW + 2_000, NOW - 600_000).await.unwrap();
     assert_eq!((done.proven_sent, done.requeued), (1, 0));
@@ -420,6 +428,7 @@ async fn queue_counts_see_every_state(store: Arc<dyn Store>) {
             id: c.id,
             claim_token: 1,
             result,
+            traceparent: None,
         })
         .collect();
     store.settle(&settles, NOW).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wamesh_simulator::SendLimits;
 
-use super::harness::{SendMesh, SendSetup, text};
+use super::harness::{SendMesh, SendSetup, sent_id, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messaging_killed_mid_load_and_restarted_sends_every_message_exactly_once() {
@@ -60,18 +60,15 @@ async fn messaging_killed_mid_load_and_restarted_sends_every_message_exactly_onc
         .await;
     }
     // What Meta saw: each of our messages exactly once.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<i64, usize> = HashMap::new();
     for body in mesh.sim_accepted().await {
-        let tag = body["biz_opaque_callback_data"]
-            .as_str()
-            .expect("every send carries our callback data")
-            .to_owned();
-        *seen.entry(tag).or_default() += 1;
+        let id = sent_id(&body).expect("every send carries our callback data");
+        *seen.entry(id).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
     for id in &ids {
-        assert_eq!(seen.get(&format!("wamesh:{id}")), Some(&1), "message {id}");
+        assert_eq!(seen.get(id), Some(&1), "message {id}");
     }
     assert_eq!(seen.len(), ids.len());
     let dropped = mesh.sim_get("/_sim/stats").await["answers_dropped"]

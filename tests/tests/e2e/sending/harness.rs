@@ -471,6 +471,14 @@ fn lazy_channel(addr: SocketAddr) -> Channel {
         .connect_lazy()
 }
 
+/// Our message id in a send body's callback data (`wamesh:<id>:...`), if it is ours.
+pub fn sent_id(body: &Value) -> Option<i64> {
+    body["biz_opaque_callback_data"]
+        .as_str()
+        .and_then(wamesh_messaging::store::outbound::Callback::parse)
+        .map(|c| c.outbound_id)
+}
+
 /// A text message request.
 pub fn text(key: &str, to: &str, body: &str) -> pb::SendMessageRequest {
     pb::SendMessageRequest {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use wamesh_proto::messaging::v1 as pb;
 
-use super::harness::{PHONE, SendMesh, SendSetup, registered, template, text};
+use super::harness::{PHONE, SendMesh, SendSetup, registered, sent_id, template, text};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -258,7 +258,7 @@ async fn transient_errors_are_retried_permanent_ones_are_not_and_the_last_attemp
         .sim_received()
         .await
         .into_iter()
-        .filter(|r| r["body"]["biz_opaque_callback_data"] == format!("wamesh:{id}"))
+        .filter(|r| sent_id(&r["body"]) == Some(id))
         .count();
     assert_eq!(calls, 4, "one call per attempt");
     let permanent_calls = mesh

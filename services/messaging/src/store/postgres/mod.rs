@@ -1,5 +1,5 @@
 //! The Postgres store (production). A whole batch is ONE call of the `wamesh_ingest_batch`
-//! function (migrations 0002, 0003, 0005, 0006) with one array per column, which writes every table
+//! function (migrations 0002, 0003, 0005, 0006, 0007) with one array per column, which writes every table
 //! with `INSERT ... SELECT` over the arrays' subscripts in the call's implicit transaction: one
 //! round trip and one WAL flush per batch, whatever its size.
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+mod events;
 mod outbound;
 
 use super::plan::{BatchPlan, NewRows, errors_json};
@@ -196,7 +197,7 @@ const INGEST_BATCH: &str = "SELECT kind, slot, id FROM wamesh_ingest_batch(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
     $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40,
     $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60,
-    $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73)";
+    $61, $62, $63, $64, $65, $66, $67, $68, $69, $70, $71, $72, $73, $74, $75, $76, $77)";
 
 type BatchQuery<'q> =
     sqlx::query::QueryAs<'q, sqlx::Postgres, (String, i32, i64), sqlx::postgres::PgArguments>;
@@ -220,6 +221,7 @@ fn bind_batch<'q>(
         .bind(counts(2))
         .bind(counts(3))
         .bind(counts(4))
+        .bind(column(batch, |w| w.traces.webhook.as_deref()))
         .bind(stored_at_ms);
 
     let rows = &plan.messages;
@@ -254,7 +256,8 @@ fn bind_batch<'q>(
         .bind(text(|m| m.context_message_id.as_deref()))
         .bind(column(rows, |(_, m)| m.forwarded))
         .bind(column(rows, |(_, m)| errors_json(&m.errors)))
-        .bind(column(rows, |(_, m)| m.raw.as_str()));
+        .bind(column(rows, |(_, m)| m.raw.as_str()))
+        .bind(&plan.message_traces);
 
     let rows = &plan.statuses;
     let query = query
@@ -269,7 +272,9 @@ fn bind_batch<'q>(
         .bind(column(rows, |(_, s)| s.pricing_category.as_deref()))
         .bind(column(rows, |(_, s)| s.conversation_id.as_deref()))
         .bind(column(rows, |(_, s)| s.raw.as_str()))
-        .bind(column(rows, |(_, s)| s.callback_data.as_deref()));
+        .bind(column(rows, |(_, s)| s.callback_data.as_deref()))
+        .bind(&plan.status_outbound)
+        .bind(&plan.status_traces);
 
     let rows = &plan.states;
     let query = query

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::PgStore;
+use super::{PgStore, events};
 use crate::store::StoreError;
+use crate::store::events::NewLogEvent;
 use crate::store::outbound::*;
 
 #[async_trait]
@@ -90,6 +91,12 @@ impl OutboundStore for PgStore {
                 });
             }
         }
+        let queued: Vec<NewLogEvent> = rows
+            .values()
+            .filter(|e| !e.duplicate)
+            .map(|e| queued_event(&e.row))
+            .collect();
+        events::append(&mut tx, &queued, now_ms).await?;
         tx.commit().await?;
         in_input_order(batch, &rows)
     }
@@ -151,10 +158,11 @@ impl OutboundStore for PgStore {
             return Ok(0);
         }
         let columns = SettleColumns::of(batch);
-        let applied: i64 = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await.map_err(StoreError::connecting)?;
+        let settled: Vec<Settled> = sqlx::query_as(
             "WITH s AS (
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                     $6::bigint[], $7::text[]) AS t(id, token, kind, wamid, next_at, code, error)),
+                     $6::bigint[], $7::text[], $9::text[]) AS t(id, token, kind, wamid, next_at, code, error, trace)),
              upd AS (
                  UPDATE outbound_messages o SET
                      state = CASE s.kind WHEN 'accepted' THEN 'sent' WHEN 'deferred' THEN 'queued'
@@ -173,20 +181,24 @@ impl OutboundStore for PgStore {
                  WHERE o.id = ANY($1) AND o.id = s.id AND o.claim_token = s.token
                    AND o.state IN ('sending', 'in_doubt')
                  RETURNING o.id, o.wamid, o.business_phone_number_id, o.recipient, o.type, o.preview,
-                     o.payload, s.kind),
+                     o.payload, o.template_name, o.error_code, coalesce(s.trace, o.traceparent) AS traceparent,
+                     s.kind),
              history AS (
                  INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
-                     timestamp_s, received_at_ms, text_body, forwarded, errors_json, raw_json)
+                     timestamp_s, received_at_ms, text_body, forwarded, errors_json, raw_json, traceparent)
                  SELECT 'outbound', wamid, 'api', business_phone_number_id, recipient, type, $8 / 1000, $8,
-                     preview, false, '[]', payload
+                     preview, false, '[]', payload, traceparent
                  FROM upd WHERE kind = 'accepted' ORDER BY wamid
                  ON CONFLICT (wamid, direction) DO UPDATE SET origin = 'api',
                      business_phone_number_id = EXCLUDED.business_phone_number_id,
                      contact_id = EXCLUDED.contact_id, type = EXCLUDED.type,
                      timestamp_s = EXCLUDED.timestamp_s, received_at_ms = EXCLUDED.received_at_ms,
-                     text_body = EXCLUDED.text_body, raw_json = EXCLUDED.raw_json
+                     text_body = EXCLUDED.text_body, raw_json = EXCLUDED.raw_json,
+                     traceparent = EXCLUDED.traceparent
                  WHERE messages.origin = 'external')
-             SELECT count(*) FROM upd",
+             SELECT id, kind, business_phone_number_id, recipient, wamid, type, template_name, error_code,
+                 traceparent
+             FROM upd",
         )
         .bind(&columns.ids)
         .bind(&columns.tokens)
@@ -196,9 +208,13 @@ impl OutboundStore for PgStore {
         .bind(&columns.codes)
         .bind(&columns.errors)
         .bind(now_ms)
-        .fetch_one(&self.pool)
+        .bind(&columns.traces)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(applied as u64)
+        let outcomes: Vec<NewLogEvent> = settled.iter().filter_map(settled_event).collect();
+        events::append(&mut tx, &outcomes, now_ms).await?;
+        tx.commit().await?;
+        Ok(settled.len() as u64)
     }
 
     async fn reconcile(
@@ -206,20 +222,26 @@ impl OutboundStore for PgStore {
         now_ms: i64,
         evidence_before_ms: i64,
     ) -> Result<Reconciled, StoreError> {
-        let expired = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(StoreError::connecting)?;
+        let expired: Vec<Settled> = sqlx::query_as(
             "UPDATE outbound_messages SET state = 'in_doubt', in_doubt_since_ms = $1, error_code = 0,
                  error_json = $2, lease_until_ms = NULL
-             WHERE state = 'sending' AND lease_until_ms < $1",
+             WHERE state = 'sending' AND lease_until_ms < $1
+             RETURNING id, 'in_doubt' AS kind, business_phone_number_id, recipient, wamid, type,
+                 template_name, error_code, traceparent",
         )
         .bind(now_ms)
         .bind(EXPIRED_CLAIM)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let proven: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT DISTINCT ON (o.id) o.id, o.claim_token, s.wamid
+        .fetch_all(&mut *tx)
+        .await?;
+        let doubts: Vec<NewLogEvent> = expired.iter().filter_map(settled_event).collect();
+        events::append(&mut tx, &doubts, now_ms).await?;
+        tx.commit().await?;
+        let expired = expired.len() as u64;
+        let proven: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT DISTINCT ON (o.id) o.id, o.claim_token, s.wamid, s.traceparent
              FROM outbound_messages o
-             JOIN message_statuses s ON s.callback_data = 'wamesh:' || o.id
+             JOIN message_statuses s ON s.outbound_id = o.id
              WHERE o.state = 'in_doubt' AND o.claim_token IS NOT NULL
              ORDER BY o.id, s.received_at_ms",
         )
@@ -230,7 +252,7 @@ impl OutboundStore for PgStore {
             "UPDATE outbound_messages o SET state = 'queued', next_attempt_at_ms = $1,
                  in_doubt_since_ms = NULL
              WHERE o.state = 'in_doubt' AND o.in_doubt_since_ms < $2
-               AND NOT EXISTS (SELECT 1 FROM message_statuses s WHERE s.callback_data = 'wamesh:' || o.id)",
+               AND NOT EXISTS (SELECT 1 FROM message_statuses s WHERE s.outbound_id = o.id)",
         )
         .bind(now_ms)
         .bind(evidence_before_ms)
@@ -378,6 +400,7 @@ struct SettleColumns {
     next_at: Vec<Option<i64>>,
     codes: Vec<Option<i64>>,
     errors: Vec<Option<String>>,
+    traces: Vec<Option<String>>,
 }
 
 impl SettleColumns {
@@ -390,6 +413,7 @@ impl SettleColumns {
             next_at: Vec::new(),
             codes: Vec::new(),
             errors: Vec::new(),
+            traces: Vec::new(),
         };
         for s in batch {
             let (kind, wamid, next_at, error) = s.result.columns();
@@ -400,6 +424,7 @@ impl SettleColumns {
             c.next_at.push(next_at);
             c.codes.push(error.map(|e| e.code));
             c.errors.push(error.map(|e| e.json.clone()));
+            c.traces.push(s.traceparent.clone());
         }
         c
     }

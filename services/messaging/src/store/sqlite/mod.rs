@@ -9,8 +9,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod events;
 mod outbound;
 
+use super::events::{NewLogEvent, kind};
 use super::plan::{BatchPlan, NewRows, errors_json};
 use super::*;
 
@@ -66,15 +68,18 @@ impl Store for SqliteStore {
         let delivery_ids: Vec<i64> = (1..=batch.len() as i64).map(|n| last_id + n).collect();
 
         let mut new = NewRows::default();
-        for (slot, m) in &plan.messages {
+        // (slot, part, order) sorts them as Postgres does: by webhook, then messages,
+        // statuses and other events.
+        let mut events: Vec<((usize, u8, i64), NewLogEvent)> = Vec::new();
+        for ((slot, m), trace) in plan.messages.iter().zip(&plan.message_traces) {
             let media = m.media.as_ref();
-            let done = sqlx::query(
+            let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
                      timestamp_s, received_at_ms, delivery_id, text_body, media_id, media_mime_type, media_sha256,
                      media_caption, media_filename, media_url, latitude, longitude, location_name, location_address,
                      reply_id, reply_title, target_message_id, reaction_emoji, context_message_id, forwarded,
-                     errors_json, raw_json)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     errors_json, raw_json, traceparent)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (wamid, direction) DO UPDATE SET origin = excluded.origin,
                      business_phone_number_id = excluded.business_phone_number_id, contact_id = excluded.contact_id,
                      type = excluded.type, timestamp_s = excluded.timestamp_s, received_at_ms = excluded.received_at_ms,
@@ -86,8 +91,10 @@ impl Store for SqliteStore {
                      reply_id = excluded.reply_id, reply_title = excluded.reply_title,
                      target_message_id = excluded.target_message_id, reaction_emoji = excluded.reaction_emoji,
                      context_message_id = excluded.context_message_id, forwarded = excluded.forwarded,
-                     errors_json = excluded.errors_json, raw_json = excluded.raw_json
-                 WHERE messages.origin = 'external'",
+                     errors_json = excluded.errors_json, raw_json = excluded.raw_json,
+                     traceparent = excluded.traceparent
+                 WHERE messages.origin = 'external'
+                 RETURNING id",
             )
             .bind(Direction::from(m.direction).as_str())
             .bind(&m.wamid)
@@ -117,19 +124,43 @@ impl Store for SqliteStore {
             .bind(m.forwarded)
             .bind(errors_json(&m.errors))
             .bind(&m.raw)
-            .execute(&mut *tx)
+            .bind(*trace)
+            .fetch_optional(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
+            if let Some(id) = inserted {
                 new.message_slots.push(*slot);
+                let kind = match m.direction {
+                    wamesh_whatsapp::Direction::Inbound => kind::MESSAGE_RECEIVED,
+                    wamesh_whatsapp::Direction::Outbound => kind::MESSAGE_ECHOED,
+                };
+                let event = NewLogEvent {
+                    kind,
+                    business_phone_number_id: m.business_phone_number_id.clone(),
+                    contact_id: m.contact_id.clone(),
+                    wamid: Some(m.wamid.clone()),
+                    message_id: Some(id),
+                    message_type: Some(m.kind.clone()),
+                    timestamp_s: Some(m.timestamp),
+                    context_wamid: m.context_message_id.clone(),
+                    reply_id: m.reply_id.clone(),
+                    traceparent: trace.map(str::to_owned),
+                    ..NewLogEvent::default()
+                };
+                events.push(((*slot, 1, id), event));
             }
         }
 
-        for (slot, s) in &plan.statuses {
+        let statuses = plan
+            .statuses
+            .iter()
+            .zip(&plan.status_traces)
+            .zip(&plan.status_outbound);
+        for (n, (((slot, s), trace), outbound_id)) in statuses.enumerate() {
             let done = sqlx::query(
                 "INSERT INTO message_statuses (wamid, status, timestamp_s, received_at_ms, delivery_id,
                      business_phone_number_id, recipient_id, errors_json, pricing_category, conversation_id, raw_json,
-                     callback_data)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (wamid, status) DO NOTHING",
+                     callback_data, outbound_id, traceparent)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (wamid, status) DO NOTHING",
             )
             .bind(&s.wamid)
             .bind(&s.status)
@@ -143,10 +174,26 @@ impl Store for SqliteStore {
             .bind(s.conversation_id.as_deref())
             .bind(&s.raw)
             .bind(s.callback_data.as_deref())
+            .bind(*outbound_id)
+            .bind(*trace)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
                 new.status_slots.push(*slot);
+                let event = NewLogEvent {
+                    kind: kind::STATUS_UPDATED,
+                    business_phone_number_id: s.business_phone_number_id.clone(),
+                    contact_id: s.recipient_id.clone(),
+                    wamid: Some(s.wamid.clone()),
+                    outbound_id: *outbound_id,
+                    status: Some(s.status.clone()),
+                    error_code: s.errors.first().map_or(0, |e| e.code),
+                    pricing_category: s.pricing_category.clone(),
+                    timestamp_s: Some(s.timestamp),
+                    traceparent: trace.map(str::to_owned),
+                    ..NewLogEvent::default()
+                };
+                events.push(((*slot, 2, n as i64), event));
             }
         }
 
@@ -194,10 +241,10 @@ impl Store for SqliteStore {
         }
 
         for e in &plan.events {
-            let done = sqlx::query(
+            let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_events (dedup_key, delivery_id, received_at_ms, waba_id, business_phone_number_id,
                      field, kind, error_code, raw_json)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
             )
             .bind(e.dedup_key)
             .bind(delivery_ids[e.slot])
@@ -208,10 +255,19 @@ impl Store for SqliteStore {
             .bind(e.kind)
             .bind(e.error_code)
             .bind(e.raw_json)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
+            if let Some(id) = inserted {
                 new.event_slots.push(e.slot);
+                let event = NewLogEvent {
+                    kind: kind::WEBHOOK_EVENT,
+                    business_phone_number_id: e.business_phone_number_id.to_owned(),
+                    message_type: Some(e.field.to_owned()),
+                    error_code: e.error_code,
+                    traceparent: batch[e.slot].traces.webhook.clone(),
+                    ..NewLogEvent::default()
+                };
+                events.push(((e.slot, 3, id), event));
             }
         }
 
@@ -242,6 +298,17 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        events.sort_by_key(|(order, _)| *order);
+        let mut events: Vec<NewLogEvent> = events.into_iter().map(|(_, e)| e).collect();
+        for event in events.iter_mut().filter(|e| e.kind == kind::STATUS_UPDATED) {
+            event.message_id = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE wamid = ? AND direction = 'outbound'",
+            )
+            .bind(event.wamid.as_deref())
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
+        events::append(&mut tx, &events, stored_at_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::SqliteStore;
+use super::{SqliteStore, events};
 use crate::store::StoreError;
+use crate::store::events::NewLogEvent;
 use crate::store::outbound::*;
 
 #[async_trait]
@@ -69,6 +70,10 @@ impl OutboundStore for SqliteStore {
             };
             rows.insert(key, enqueued);
         }
+        let mut queued: Vec<&Enqueued> = rows.values().filter(|e| !e.duplicate).collect();
+        queued.sort_by_key(|e| e.row.id);
+        let queued: Vec<NewLogEvent> = queued.iter().map(|e| queued_event(&e.row)).collect();
+        events::append(&mut tx, &queued, now_ms).await?;
         tx.commit().await?;
         in_input_order(batch, &rows)
     }
@@ -136,17 +141,10 @@ impl OutboundStore for SqliteStore {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
-        let mut applied = 0;
+        let mut settled = Vec::new();
         for s in batch {
             let (kind, wamid, next_at, error) = s.result.columns();
-            let row: Option<(
-                Option<String>,
-                String,
-                String,
-                String,
-                Option<String>,
-                String,
-            )> = sqlx::query_as(
+            let row: Option<(Settled, Option<String>, String)> = sqlx::query_as(
                 "UPDATE outbound_messages SET
                          state = CASE ?1 WHEN 'accepted' THEN 'sent' WHEN 'deferred' THEN 'queued'
                                          WHEN 'retry' THEN 'queued' ELSE ?1 END,
@@ -159,7 +157,8 @@ impl OutboundStore for SqliteStore {
                          error_json = COALESCE(?6, error_json),
                          lease_until_ms = NULL
                      WHERE id = ?7 AND claim_token = ?8 AND state IN ('sending', 'in_doubt')
-                     RETURNING wamid, business_phone_number_id, recipient, type, preview, payload",
+                     RETURNING id, ?1 AS kind, business_phone_number_id, recipient, wamid, type, template_name,
+                         error_code, COALESCE(?9, traceparent) AS traceparent, preview, payload",
             )
             .bind(kind)
             .bind(wamid)
@@ -169,38 +168,43 @@ impl OutboundStore for SqliteStore {
             .bind(error.map(|e| e.json.as_str()))
             .bind(s.id)
             .bind(s.claim_token)
+            .bind(s.traceparent.as_deref())
             .fetch_optional(&mut *tx)
-            .await?;
-            let Some((wamid, phone, recipient, kind_sent, preview, payload)) = row else {
+            .await?
+            .map(|row: SettledRow| (row.settled, row.preview, row.payload));
+            let Some((row, preview, payload)) = row else {
                 continue; // no longer held by this claim
             };
-            applied += 1;
-            let (Some(wamid), "accepted") = (wamid, kind) else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
-                     timestamp_s, received_at_ms, text_body, forwarded, errors_json, raw_json)
-                 VALUES ('outbound', ?1, 'api', ?2, ?3, ?4, ?5 / 1000, ?5, ?6, 0, '[]', ?7)
-                 ON CONFLICT (wamid, direction) DO UPDATE SET origin = 'api',
-                     business_phone_number_id = excluded.business_phone_number_id,
-                     contact_id = excluded.contact_id, type = excluded.type,
-                     timestamp_s = excluded.timestamp_s, received_at_ms = excluded.received_at_ms,
-                     text_body = excluded.text_body, raw_json = excluded.raw_json
-                 WHERE messages.origin = 'external'",
-            )
-            .bind(wamid)
-            .bind(phone)
-            .bind(recipient)
-            .bind(kind_sent)
-            .bind(now_ms)
-            .bind(preview)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
+            if let (Some(wamid), "accepted") = (&row.wamid, kind) {
+                sqlx::query(
+                    "INSERT INTO messages (direction, wamid, origin, business_phone_number_id, contact_id, type,
+                         timestamp_s, received_at_ms, text_body, forwarded, errors_json, raw_json, traceparent)
+                     VALUES ('outbound', ?1, 'api', ?2, ?3, ?4, ?5 / 1000, ?5, ?6, 0, '[]', ?7, ?8)
+                     ON CONFLICT (wamid, direction) DO UPDATE SET origin = 'api',
+                         business_phone_number_id = excluded.business_phone_number_id,
+                         contact_id = excluded.contact_id, type = excluded.type,
+                         timestamp_s = excluded.timestamp_s, received_at_ms = excluded.received_at_ms,
+                         text_body = excluded.text_body, raw_json = excluded.raw_json,
+                         traceparent = excluded.traceparent
+                     WHERE messages.origin = 'external'",
+                )
+                .bind(wamid)
+                .bind(&row.business_phone_number_id)
+                .bind(&row.recipient)
+                .bind(&row.message_type)
+                .bind(now_ms)
+                .bind(preview)
+                .bind(payload)
+                .bind(row.traceparent.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            }
+            settled.push(row);
         }
+        let outcomes: Vec<NewLogEvent> = settled.iter().filter_map(settled_event).collect();
+        events::append(&mut tx, &outcomes, now_ms).await?;
         tx.commit().await?;
-        Ok(applied)
+        Ok(settled.len() as u64)
     }
 
     async fn reconcile(
@@ -208,23 +212,29 @@ impl OutboundStore for SqliteStore {
         now_ms: i64,
         evidence_before_ms: i64,
     ) -> Result<Reconciled, StoreError> {
-        let expired = sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let mut expired: Vec<Settled> = sqlx::query_as(
             "UPDATE outbound_messages SET state = 'in_doubt', in_doubt_since_ms = ?1, error_code = 0,
                  error_json = ?2, lease_until_ms = NULL
-             WHERE state = 'sending' AND lease_until_ms < ?1",
+             WHERE state = 'sending' AND lease_until_ms < ?1
+             RETURNING id, 'in_doubt' AS kind, business_phone_number_id, recipient, wamid, type,
+                 template_name, error_code, traceparent",
         )
         .bind(now_ms)
         .bind(EXPIRED_CLAIM)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let proven: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT o.id, o.claim_token,
-                 (SELECT s.wamid FROM message_statuses s WHERE s.callback_data = 'wamesh:' || o.id
-                  ORDER BY s.received_at_ms LIMIT 1) AS wamid
+        .fetch_all(&mut *tx)
+        .await?;
+        expired.sort_by_key(|row| row.id);
+        let doubts: Vec<NewLogEvent> = expired.iter().filter_map(settled_event).collect();
+        events::append(&mut tx, &doubts, now_ms).await?;
+        tx.commit().await?;
+        let expired = expired.len() as u64;
+        let proven: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT o.id, o.claim_token, s.wamid, s.traceparent
              FROM outbound_messages o
-             WHERE o.state = 'in_doubt' AND o.claim_token IS NOT NULL
-               AND EXISTS (SELECT 1 FROM message_statuses s WHERE s.callback_data = 'wamesh:' || o.id)",
+             JOIN message_statuses s ON s.rowid = (SELECT rowid FROM message_statuses
+                 WHERE outbound_id = o.id ORDER BY received_at_ms LIMIT 1)
+             WHERE o.state = 'in_doubt' AND o.claim_token IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -233,7 +243,7 @@ impl OutboundStore for SqliteStore {
             "UPDATE outbound_messages SET state = 'queued', next_attempt_at_ms = ?1, in_doubt_since_ms = NULL
              WHERE state = 'in_doubt' AND in_doubt_since_ms < ?2
                AND NOT EXISTS (SELECT 1 FROM message_statuses s
-                               WHERE s.callback_data = 'wamesh:' || outbound_messages.id)",
+                               WHERE s.outbound_id = outbound_messages.id)",
         )
         .bind(now_ms)
         .bind(evidence_before_ms)
@@ -370,4 +380,13 @@ impl OutboundStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// A settled row with what the conversation history needs of it.
+#[derive(sqlx::FromRow)]
+struct SettledRow {
+    #[sqlx(flatten)]
+    settled: Settled,
+    preview: Option<String>,
+    payload: String,
 }
