@@ -86,8 +86,19 @@ pub struct NewOutbound {
     pub tracestate: Option<String>,
 }
 
+/// The `send.queued` events of a batch's new messages (not its duplicates), in id order.
+pub fn queued_events(enqueued: &HashMap<(String, String), Enqueued>) -> Vec<NewLogEvent> {
+    let mut new: Vec<&OutboundRow> = enqueued
+        .values()
+        .filter(|e| !e.duplicate)
+        .map(|e| &e.row)
+        .collect();
+    new.sort_by_key(|row| row.id);
+    new.into_iter().map(queued_event).collect()
+}
+
 /// The `send.queued` event of a message just queued.
-pub fn queued_event(row: &OutboundRow) -> NewLogEvent {
+fn queued_event(row: &OutboundRow) -> NewLogEvent {
     NewLogEvent {
         kind: kind::SEND_QUEUED,
         business_phone_number_id: row.business_phone_number_id.clone(),

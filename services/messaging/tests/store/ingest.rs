@@ -39,7 +39,7 @@ pub(crate) const PHONE: &str = "106540352242922";
 const OTHER_PHONE: &str = "106540352242999";
 
 /// An envelope with one change.
-fn envelope(field: &str, value: Value) -> Value {
+pub(crate) fn envelope(field: &str, value: Value) -> Value {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{ "id": WABA, "changes": [{ "field": field, "value": value }] }]
@@ -129,7 +129,7 @@ fn bytes(webhook: &Value) -> Vec<u8> {
 }
 
 /// A webhook as the service hands it to the store: parsed, hashed, timestamped.
-fn incoming_bytes(raw_body: Vec<u8>, received_at_ms: i64) -> IncomingWebhook {
+pub(crate) fn incoming_bytes(raw_body: Vec<u8>, received_at_ms: i64) -> IncomingWebhook {
     let webhook = Webhook::parse(&raw_body).expect("a valid webhook envelope");
     IncomingWebhook {
         body_sha256: hex::encode(Sha256::digest(&raw_body)),

@@ -3,6 +3,7 @@
 //!
 //! - [`ingest`]: webhooks in, and the reads over what they stored;
 //! - [`outbound`]: the outbound queue, the template registry and the workers' reports.
+//! - [`events`]: the event log every change appends to.
 use std::sync::Arc;
 
 use wamesh_messaging::store::{self, Store};
@@ -42,5 +43,6 @@ macro_rules! conformance {
     };
 }
 
+mod events;
 mod ingest;
 mod outbound;

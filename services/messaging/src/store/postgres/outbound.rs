@@ -91,12 +91,7 @@ impl OutboundStore for PgStore {
                 });
             }
         }
-        let queued: Vec<NewLogEvent> = rows
-            .values()
-            .filter(|e| !e.duplicate)
-            .map(|e| queued_event(&e.row))
-            .collect();
-        events::append(&mut tx, &queued, now_ms).await?;
+        events::append(&mut tx, &queued_events(&rows), now_ms).await?;
         tx.commit().await?;
         in_input_order(batch, &rows)
     }

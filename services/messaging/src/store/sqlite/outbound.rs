@@ -70,10 +70,7 @@ impl OutboundStore for SqliteStore {
             };
             rows.insert(key, enqueued);
         }
-        let mut queued: Vec<&Enqueued> = rows.values().filter(|e| !e.duplicate).collect();
-        queued.sort_by_key(|e| e.row.id);
-        let queued: Vec<NewLogEvent> = queued.iter().map(|e| queued_event(&e.row)).collect();
-        events::append(&mut tx, &queued, now_ms).await?;
+        events::append(&mut tx, &queued_events(&rows), now_ms).await?;
         tx.commit().await?;
         in_input_order(batch, &rows)
     }
