@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use wamesh::mesh::{Mesh, MeshConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
+use wamesh_proto::messaging::v1::events_client::EventsClient;
 use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown};
 
@@ -248,6 +249,15 @@ impl TestMesh {
     /// A client of messaging's gRPC API (reconnects by itself after a restart).
     pub fn grpc(&self) -> Grpc {
         self.grpc.clone()
+    }
+
+    /// A client of messaging's event log (dialled anew each time, so it finds a restarted
+    /// messaging).
+    pub fn events(&self) -> EventsClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.messaging_addr))
+            .expect("messaging URL")
+            .connect_lazy();
+        EventsClient::new(channel)
     }
 
     /// POSTs a webhook signed with [`TestMesh::app_secret`] over exactly these bytes.

@@ -12,6 +12,7 @@
 //! - [`conversations`]: pagination and the customer service window.
 //! - [`endpoints`]: the verify handshake, health, readiness and metrics.
 //! - [`outages`]: messaging or its database down, then back.
+//! - [`events`]: the event log over gRPC, live and resumed from a cursor across restarts.
 //! - [`sending`]: `SendMessage` to the simulated Meta and back: content, the window, templates,
 //!   retries, rate limits, delivery tracking, and a crash in the middle of a load.
 
@@ -42,6 +43,7 @@ mod conversations;
 mod corpus;
 mod delivery;
 mod endpoints;
+mod events;
 mod outages;
 mod rejections;
 mod sending;
