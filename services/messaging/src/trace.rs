@@ -7,10 +7,12 @@
 //!    └─ wamesh.process                                 one per message it holds; its context
 //!       │                                              goes with the message.received event
 //!       └─ (a client's SendMessage under that context)
-//!          └─ wamesh.send                              one per attempt, in a send worker
-//!             ├─ ratelimit.acquire                     (rate-limit's span)
-//!             ├─ wamesh.graph                          the Graph API call (HTTP POST)
-//!             └─ wamesh.status sent|delivered|read     each status webhook of the message,
+//!          └─ wamesh.enqueue                           SendMessage's handler: its context is
+//!             │                                        stored with the queued message
+//!             └─ wamesh.send                           one per attempt, in a send worker
+//!                ├─ ratelimit.acquire                  (rate-limit's span)
+//!                ├─ wamesh.graph                       the Graph API call (HTTP POST)
+//!                └─ wamesh.status sent|delivered|read  each status webhook of the message,
 //!                                                      linked to that webhook's wamesh.ingest
 //! ```
 //!

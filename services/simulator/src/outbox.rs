@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument as _;
 use wamesh_runtime::Shutdown;
 use wamesh_whatsapp::{SIGNATURE_HEADER, sign};
 
@@ -291,14 +292,34 @@ async fn post(state: &SimState, client: &reqwest::Client, mut batch: Batch) {
         return;
     };
     let signature = sign(target.app_secret.expose().as_bytes(), &batch.body);
+    // A span of its own per delivery attempt, whose context goes with the request: the
+    // webhook's trace starts here, as it would at a Meta that propagated W3C trace context.
+    let span = tracing::info_span!(
+        "simulator.webhook",
+        otel.name = "POST webhook",
+        otel.kind = "client",
+        http.request.method = "POST",
+        wamesh.statuses = batch.statuses,
+        wamesh.messages = batch.messages,
+        wamesh.attempt = batch.attempts + 1,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let mut trace = reqwest::header::HeaderMap::new();
+    span.in_scope(|| wamesh_telemetry::inject_http(&mut trace));
     let answer = client
         .post(&target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(SIGNATURE_HEADER, signature)
+        .headers(trace)
         .body(batch.body.clone())
         .timeout(POST_TIMEOUT)
         .send()
+        .instrument(span.clone())
         .await;
+    if let Ok(answered) = &answer {
+        span.record("http.response.status_code", answered.status().as_u16());
+    }
+    drop(span);
     let status = answer.as_ref().map(reqwest::Response::status);
     if status.as_ref().is_ok_and(|s| s.as_u16() == 200) {
         add(&stats.webhooks_delivered, 1);

@@ -39,6 +39,9 @@ pub enum Command {
     /// Measure the mesh against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// An OTLP trace receiver that counts and discards spans: the export target for measuring
+    /// what tracing costs (`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 wamesh bench ...`).
+    OtlpSink(crate::otlp_sink::SinkArgs),
 }
 
 impl Command {
@@ -53,6 +56,7 @@ impl Command {
             Self::Migrate(_) => "wamesh-migrate",
             Self::Send(_) => "wamesh-send",
             Self::Bench(_) => "wamesh-bench",
+            Self::OtlpSink(_) => "wamesh-otlp-sink",
         }
     }
 }

@@ -27,6 +27,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Simulator(args) => simulator(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Send(args) => crate::send::run(args).await,
+        Command::OtlpSink(args) => crate::otlp_sink::run(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
         Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(args).await,

@@ -361,7 +361,7 @@ impl pb::messaging_server::Messaging for MessagingService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(kind))]
+    #[tracing::instrument(name = "wamesh.enqueue", skip_all, fields(wamesh.message_type))]
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,

@@ -31,8 +31,8 @@ impl MessagingService {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<pb::SendMessageResponse, MessagingError> {
         let request = SendRequest::try_from(request.into_inner())?;
-        tracing::Span::current().record("kind", request.message.content.kind());
-        // The call's own span: the worker's send continues this trace.
+        tracing::Span::current().record("wamesh.message_type", request.message.content.kind());
+        // This span (wamesh.enqueue): the worker's send continues the trace under it.
         let mut trace = http::HeaderMap::new();
         wamesh_telemetry::inject_http(&mut trace);
         let header = |name: &str| {

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use wamesh_proto::ratelimit::v1 as pb;
 use wamesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
+use wamesh_telemetry::GrpcTraceInterceptor;
 
 /// Acquires outstanding on the stream at most (rate-limit decides up to 64 per stream at once).
 const MAX_IN_FLIGHT: usize = 256;
@@ -42,11 +44,14 @@ pub struct Decision {
 
 type Reply = oneshot::Sender<Result<Decision, LimitsError>>;
 
+/// rate-limit's client; unary calls carry the caller's trace context.
+type Client = RateLimiterClient<InterceptedService<Channel, GrpcTraceInterceptor>>;
+
 /// A cheap, cloneable handle; the stream lives in a pump task until every handle is dropped.
 #[derive(Clone)]
 pub struct Limits {
     requests: mpsc::Sender<(pb::AcquireStreamRequest, Reply)>,
-    client: RateLimiterClient<Channel>,
+    client: Client,
 }
 
 impl Limits {
@@ -57,7 +62,7 @@ impl Limits {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .connect_lazy();
-        let client = RateLimiterClient::new(channel);
+        let client = RateLimiterClient::with_interceptor(channel, GrpcTraceInterceptor);
         let (requests, queue) = mpsc::channel(MAX_IN_FLIGHT);
         tokio::spawn(pump(client.clone(), queue));
         Ok(Self { requests, client })
@@ -116,10 +121,7 @@ impl Limits {
 }
 
 /// Owns the stream: opens it when there is something to ask, and again after it broke.
-async fn pump(
-    mut client: RateLimiterClient<Channel>,
-    mut queue: mpsc::Receiver<(pb::AcquireStreamRequest, Reply)>,
-) {
+async fn pump(mut client: Client, mut queue: mpsc::Receiver<(pb::AcquireStreamRequest, Reply)>) {
     let mut next_id: u64 = 0;
     while let Some(first) = queue.recv().await {
         let (to_server, outgoing) = mpsc::channel(MAX_IN_FLIGHT);

@@ -1,0 +1,110 @@
+//! `wamesh otlp-sink`: an OTLP gRPC trace receiver that counts what it is sent and, when asked,
+//! keeps it. It is the export target for measuring what tracing costs (run a bench with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at it, and without), and the receiver black-box
+//! tests read exported spans from. Not a tracing backend: it stores nothing on disk.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use wamesh_runtime::Shutdown;
+
+#[derive(Debug, Clone, Args)]
+pub struct SinkArgs {
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub addr: SocketAddr,
+}
+
+/// What the receiver was sent.
+#[derive(Clone, Default)]
+pub struct Collector {
+    spans: Arc<AtomicU64>,
+    kept: Option<Arc<Mutex<Vec<ExportTraceServiceRequest>>>>,
+}
+
+impl Collector {
+    /// One that keeps every request (for tests).
+    pub fn keeping() -> Self {
+        Self {
+            spans: Arc::default(),
+            kept: Some(Arc::default()),
+        }
+    }
+
+    pub fn spans(&self) -> u64 {
+        self.spans.load(Ordering::Relaxed)
+    }
+
+    /// Every request kept so far (none unless made with [`Collector::keeping`]).
+    pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.kept
+            .as_ref()
+            .map(|kept| kept.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Serves OTLP trace export on `listener` until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(self))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
+            .await?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        if let Some(kept) = &self.kept {
+            kept.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Runs a counting sink until SIGTERM/SIGINT, saying every 5 s how many spans came.
+pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
+    let collector = Collector::default();
+    let listener = TcpListener::bind(args.addr).await?;
+    println!(
+        "OTLP sink on {} (OTEL_EXPORTER_OTLP_ENDPOINT=http://{}): counts spans, keeps nothing",
+        listener.local_addr()?,
+        listener.local_addr()?
+    );
+    let stop = Shutdown::new();
+    let serving = tokio::spawn(collector.clone().serve(listener, stop.clone()));
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            () = wamesh_runtime::wait_for_signal() => break,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                let now = collector.spans();
+                println!("{now} spans received ({:.0}/s lately)", (now - last) as f64 / 5.0);
+                last = now;
+            }
+        }
+    }
+    stop.cancel();
+    serving.await?
+}
