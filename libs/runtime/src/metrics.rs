@@ -1,5 +1,10 @@
 //! Prometheus metrics. One recorder per process (services in one `wamesh dev` process share it);
-//! every service exposes it as `GET /metrics`.
+//! every service exposes it as `GET /metrics`. Request metrics are written once, for every
+//! server: [`http`] for axum routers, [`grpc`] for tonic servers (applied by
+//! [`crate::grpc::serve`]); both label by wamesh service name.
+pub mod grpc;
+pub mod http;
+
 use std::sync::OnceLock;
 
 use axum::{Router, routing::get};

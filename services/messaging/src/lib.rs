@@ -89,7 +89,13 @@ impl Messaging {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let server = MessagingServer::new(self.service).max_decoding_message_size(MAX_CALL_BYTES);
         let routes = tonic::service::Routes::new(server);
-        let grpc = wamesh_runtime::grpc::serve(routes, &[SERVICE_NAME], listener, shutdown.clone());
+        let grpc = wamesh_runtime::grpc::serve(
+            "messaging",
+            routes,
+            &[SERVICE_NAME],
+            listener,
+            shutdown.clone(),
+        );
         let (served, ()) = tokio::join!(grpc, self.sending.run(shutdown));
         served
     }
