@@ -7,11 +7,13 @@
 //! - [`send`]: `SendMessage` into the durable outbound queue, the template registry's fallback
 //!   chains, the 24-hour [`window`], and the send workers that call the Graph API.
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type and its gRPC codes.
+//! - [`metrics`]: messages, statuses and sends counted, the queue and the pool as gauges.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod grpc;
 pub mod ingest;
+pub mod metrics;
 pub mod send;
 pub mod store;
 pub mod window;
