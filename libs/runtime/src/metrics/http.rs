@@ -184,6 +184,13 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("15551234567"), "no raw path in labels: {all}");
+        let scrape = wamesh_testkit::prometheus::parse(&crate::metrics::install().render())
+            .expect("the recorder renders valid exposition text");
+        let family = scrape.family("http_server_request_duration_seconds");
+        assert_eq!(
+            family.map(|f| f.kind),
+            Some(wamesh_testkit::prometheus::Kind::Histogram)
+        );
     }
 
     #[tokio::test]
