@@ -34,6 +34,7 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may be installed already (a test harness); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe_request_metrics();
             handle
         })
         .clone()
@@ -42,4 +43,27 @@ pub fn install() -> PrometheusHandle {
 /// `GET /metrics` in Prometheus text exposition format.
 pub fn router<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Router<S> {
     Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
+}
+
+/// `# HELP` for the request metrics every service has.
+fn describe_request_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "http_server_requests_total",
+        "HTTP requests answered, by wamesh service, method, route template and status code"
+    );
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "Time from an HTTP request to its response's head, by wamesh service, method and route"
+    );
+    describe_counter!(
+        "rpc_server_requests_total",
+        "gRPC calls ended, by wamesh service, gRPC service, method and status code (a stream counts when it ends)"
+    );
+    describe_histogram!(
+        "rpc_server_duration_seconds",
+        Unit::Seconds,
+        "Time from a gRPC call's request to its end (a stream's whole life), by wamesh service, gRPC service and method"
+    );
 }
