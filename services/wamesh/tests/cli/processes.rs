@@ -246,7 +246,9 @@ fn keep_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>)
 #[derive(Debug, Clone, Default)]
 pub struct MeshOptions {
     /// Environment for every process, after the harness's own (so it may override them):
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `RUST_LOG`, ...
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `RUST_LOG`, ... Processes are found by their JSON
+    /// `... listening` line: a `RUST_LOG` must keep `wamesh::run` at `info`, and
+    /// `WAMESH_LOG_FORMAT` must stay JSON.
     pub env: Vec<(String, String)>,
     /// Extra flags of each command.
     pub ratelimit_args: Vec<String>,
