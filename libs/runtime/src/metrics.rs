@@ -1,5 +1,10 @@
 //! Prometheus metrics. One recorder per process (services in one `wamesh dev` process share it);
-//! every service exposes it as `GET /metrics`.
+//! every service exposes it as `GET /metrics`. Request metrics are written once, for every
+//! server: [`http`] for axum routers, [`grpc`] for tonic servers (applied by
+//! [`crate::grpc::serve`]); both label by wamesh service name.
+pub mod grpc;
+pub mod http;
+
 use std::sync::OnceLock;
 
 use axum::{Router, routing::get};
@@ -29,6 +34,7 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may be installed already (a test harness); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe_request_metrics();
             handle
         })
         .clone()
@@ -37,4 +43,27 @@ pub fn install() -> PrometheusHandle {
 /// `GET /metrics` in Prometheus text exposition format.
 pub fn router<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Router<S> {
     Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
+}
+
+/// `# HELP` for the request metrics every service has.
+fn describe_request_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "http_server_requests_total",
+        "HTTP requests answered, by wamesh service, method, route template and status code"
+    );
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "Time from an HTTP request to its response's head, by wamesh service, method and route"
+    );
+    describe_counter!(
+        "rpc_server_requests_total",
+        "gRPC calls ended, by wamesh service, gRPC service, method and status code (a stream counts when it ends)"
+    );
+    describe_histogram!(
+        "rpc_server_duration_seconds",
+        Unit::Seconds,
+        "Time from a gRPC call's request to its end (a stream's whole life), by wamesh service, gRPC service and method"
+    );
 }

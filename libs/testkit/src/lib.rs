@@ -1,10 +1,13 @@
 //! Test support shared by wamesh's test suites (a dev-dependency only): a fresh Postgres
-//! database or SQLite file per test, a fresh Redis key prefix, and the shared webhook corpus.
+//! database or SQLite file per test, a fresh Redis key prefix, the shared webhook corpus, and a
+//! strict parser of Prometheus' text format ([`prometheus`]).
 //!
 //! Postgres is found at `WAMESH_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a database of its own named
 //! `wamesh_test_<random>`, which `scripts/test.sh` drops before the next run.
 #![forbid(unsafe_code)]
+
+pub mod prometheus;
 
 use std::path::PathBuf;
 

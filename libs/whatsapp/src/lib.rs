@@ -9,10 +9,12 @@
 //! - [`outgoing`]: a message the business sends: Meta's limits on it and its Graph API body.
 //! - [`graph`]: the Graph API client that sends it, and what Meta's answer means (accepted,
 //!   transient, permanent, or in doubt).
+//! - [`labels`]: fields, message types, statuses and error codes as bounded metric labels.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
 pub mod graph;
+pub mod labels;
 pub mod outgoing;
 pub mod signature;
 pub mod status;

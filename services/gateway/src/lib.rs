@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::trace::TraceLayer;
 use wamesh_proto::messaging::v1::messaging_client::MessagingClient;
+use wamesh_runtime::metrics::http::HttpMetricsLayer;
 use wamesh_runtime::{BusinessNumber, Shutdown};
 use wamesh_telemetry::GrpcTraceInterceptor;
 
@@ -95,6 +96,7 @@ impl Gateway {
                 wamesh_runtime::metrics::install(),
             ))
             .layer(DefaultBodyLimit::max(wamesh_whatsapp::MAX_WEBHOOK_BYTES))
+            .layer(HttpMetricsLayer::new("gateway"))
             .layer(TraceLayer::new_for_http().make_span_with(wamesh_telemetry::http_server_span))
             .with_state(self.state.clone())
     }

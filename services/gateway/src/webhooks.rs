@@ -3,6 +3,10 @@
 //! A POST is checked in this order, and nothing is stored unless every check passes: size
 //! (413), signature over the raw bytes (401 missing, 403 wrong), envelope (400). Then messaging
 //! stores it; only its answer turns into our 200 (503 when it cannot, so Meta retries).
+//!
+//! Metrics: `wamesh_webhooks_total{result}` and `wamesh_webhook_seconds{result}` per POST
+//! (`stored`, `duplicate`, or the refusal's [`GatewayError::kind`]); the updates of each stored
+//! webhook by field and type in `wamesh_webhook_updates_total{field, type}`.
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +60,7 @@ async fn receive(
         Ok(_) => "stored",
         Err(e) => e.kind(),
     };
-    metrics::counter!("wamesh_webhooks_received_total", "result" => outcome).increment(1);
+    metrics::counter!("wamesh_webhooks_total", "result" => outcome).increment(1);
     metrics::histogram!("wamesh_webhook_seconds", "result" => outcome)
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
@@ -95,7 +99,8 @@ async fn check_and_store(
         .get(SIGNATURE_HEADER)
         .map(|v| v.to_str().unwrap_or(""));
     let verified_by = state.apps.verify(&raw, signature)?;
-    Webhook::parse(&raw)?;
+    // Only the labels are kept past this point: the parsed body is not held while messaging works.
+    let updates = wamesh_whatsapp::labels::webhook_updates(&Webhook::parse(&raw)?);
 
     let mut trace = HeaderMap::new();
     wamesh_telemetry::inject_http(&mut trace);
@@ -117,13 +122,18 @@ async fn check_and_store(
         .await
         .map_err(|_| GatewayError::Unavailable("timed out"))?;
     match reply {
-        Ok(stored) => Ok(Json(serde_json::json!({
+        Ok(stored) => {
+            if !stored.duplicate {
+                count_updates(&updates);
+            }
+            Ok(Json(serde_json::json!({
             "delivery_id": stored.delivery_id,
             "duplicate": stored.duplicate,
             "new_messages": stored.new_messages,
             "new_statuses": stored.new_statuses,
             "new_events": stored.new_events,
-        }))),
+            })))
+        }
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "messaging did not store the webhook");
             Err(match status.code() {
@@ -136,5 +146,18 @@ async fn check_and_store(
                 _ => GatewayError::Unavailable("unexpected answer"),
             })
         }
+    }
+}
+
+/// `wamesh_webhook_updates_total{field, type}`: the updates of a webhook messaging stored (not
+/// a duplicate), by webhook field and update type (see [`wamesh_whatsapp::labels`]).
+fn count_updates(updates: &[(&'static str, &'static str)]) {
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    for update in updates {
+        *counts.entry(*update).or_default() += 1;
+    }
+    for ((field, kind), n) in counts {
+        metrics::counter!("wamesh_webhook_updates_total", "field" => field, "type" => kind)
+            .increment(n);
     }
 }

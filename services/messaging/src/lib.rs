@@ -7,11 +7,13 @@
 //! - [`send`]: `SendMessage` into the durable outbound queue, the template registry's fallback
 //!   chains, the 24-hour [`window`], and the send workers that call the Graph API.
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type and its gRPC codes.
+//! - [`metrics`]: messages, statuses and sends counted, the queue and the pool as gauges.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod grpc;
 pub mod ingest;
+pub mod metrics;
 pub mod send;
 pub mod store;
 pub mod trace;
@@ -106,7 +108,8 @@ impl Messaging {
             grpc::EventsService::new(self.store, self.signal, EVENTS_POLL, shutdown.clone());
         let routes = tonic::service::Routes::new(server).add_service(EventsServer::new(events));
         let names = [SERVICE_NAME, EVENTS_SERVICE_NAME];
-        let grpc = wamesh_runtime::grpc::serve(routes, &names, listener, shutdown.clone());
+        let grpc =
+            wamesh_runtime::grpc::serve("messaging", routes, &names, listener, shutdown.clone());
         let (served, ()) = tokio::join!(grpc, self.sending.run(shutdown));
         served
     }

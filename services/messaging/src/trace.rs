@@ -33,6 +33,8 @@ pub struct IngestSpans {
     pub webhook: Span,
     messages: Vec<Span>,
     statuses: Vec<Span>,
+    /// Each `delivered` and `read` status of our sends with its latency from the send (ms).
+    latencies: Vec<(&'static str, i64)>,
 }
 
 impl IngestSpans {
@@ -75,10 +77,24 @@ impl IngestSpans {
             .iter()
             .map(|s| confirmation(s, webhook_trace.as_deref(), received_at_ms))
             .collect();
+        let latencies = updates
+            .statuses
+            .iter()
+            .filter_map(|s| {
+                let metric = match s.status.as_str() {
+                    "delivered" => "wamesh_delivery_latency_seconds",
+                    "read" => "wamesh_read_latency_seconds",
+                    _ => return None,
+                };
+                let sent_at = Callback::parse(s.callback_data.as_deref()?)?.sent_at_ms?;
+                Some((metric, received_at_ms - sent_at))
+            })
+            .collect();
         Self {
             webhook,
             messages,
             statuses,
+            latencies,
         }
     }
 
@@ -91,9 +107,15 @@ impl IngestSpans {
         }
     }
 
-    /// Records what storing did and closes every span.
+    /// Records what storing did (and the delivery and read latencies of a webhook that was not
+    /// a retry) and closes every span.
     pub fn close(self, outcome: Option<&IngestOutcome>) {
         if let Some(outcome) = outcome {
+            if !outcome.duplicate {
+                for (metric, latency_ms) in &self.latencies {
+                    metrics::histogram!(*metric).record(*latency_ms.max(&0) as f64 / 1000.0);
+                }
+            }
             self.webhook
                 .record("wamesh.delivery_id", outcome.delivery_id);
             self.webhook.record("wamesh.duplicate", outcome.duplicate);

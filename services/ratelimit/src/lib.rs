@@ -84,6 +84,6 @@ impl RateLimit {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let server = RateLimiterServer::new(grpc::RateLimitService::new(self.limiter));
         let routes = tonic::service::Routes::new(server);
-        wamesh_runtime::grpc::serve(routes, &[SERVICE_NAME], listener, shutdown).await
+        wamesh_runtime::grpc::serve("ratelimit", routes, &[SERVICE_NAME], listener, shutdown).await
     }
 }

@@ -305,7 +305,9 @@ impl Limiter {
             .backend
             .penalize(scope, key, capacity, refill_per_second, hold);
         let until = self.call(penalize).await.map_err(unavailable)?;
-        metrics::counter!("wamesh_ratelimit_penalties_total", "policy" => label, "meta_code" => code.to_string()).increment(1);
+        // Callers name any code: only Meta's known ones become label values.
+        let code = wamesh_whatsapp::labels::error_code(code);
+        metrics::counter!("wamesh_ratelimit_penalties_total", "policy" => label, "meta_code" => code).increment(1);
         Ok(until)
     }
 

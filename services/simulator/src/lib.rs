@@ -16,7 +16,8 @@
 //!
 //! For tests and operators: [`record`] (everything received, `GET /_sim/messages`), [`stats`]
 //! (`GET /_sim/stats`), the knobs at `GET/POST /_sim/config`, templates at
-//! `GET/PUT /_sim/templates`. Background work (webhooks, users) runs while [`Simulator::serve`]
+//! `GET/PUT /_sim/templates`, and Prometheus metrics at `GET /metrics` (request metrics and
+//! `wamesh_simulator_sends_total{result, code}`). Background work (webhooks, users) runs while [`Simulator::serve`]
 //! does.
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use wamesh_runtime::metrics::http::HttpMetricsLayer;
 use wamesh_runtime::{Secret, Shutdown};
 
 pub use knobs::{Behaviour, Delivery, Knobs, WebhookTarget};
@@ -184,6 +186,10 @@ impl Simulator {
                 "/_sim/users",
                 get(users::list).post(users::start).delete(users::stop),
             )
+            .merge(wamesh_runtime::metrics::router(
+                wamesh_runtime::metrics::install(),
+            ))
+            .layer(HttpMetricsLayer::new("simulator"))
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()
                     .make_span_with(wamesh_telemetry::http_server_span),

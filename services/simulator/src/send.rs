@@ -53,6 +53,8 @@ pub async fn send(
             received.answer_dropped = lost;
             received.fails_with = outcome.fails_with;
             crate::stats::add(&state.stats.accepted, 1);
+            metrics::counter!("wamesh_simulator_sends_total", "result" => "accepted", "code" => "none")
+                .increment(1);
             if lost {
                 crate::stats::add(&state.stats.answers_dropped, 1);
             }
@@ -62,6 +64,9 @@ pub async fn send(
             tracing::info!(code = e.code, "simulated send refused");
             received.error_code = Some(e.code);
             state.stats.refused(e.code);
+            let code = wamesh_whatsapp::labels::error_code(e.code);
+            metrics::counter!("wamesh_simulator_sends_total", "result" => "refused", "code" => code)
+                .increment(1);
             false
         }
     };

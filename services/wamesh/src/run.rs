@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
+use wamesh_runtime::metrics::http::HttpMetricsLayer;
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 use wamesh_simulator::{Simulator, WebhookTarget};
 
@@ -202,7 +203,8 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         )
         .merge(wamesh_runtime::metrics::router(
             wamesh_runtime::metrics::install(),
-        ));
+        ))
+        .layer(HttpMetricsLayer::new("messaging"));
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "messaging listening");
@@ -231,7 +233,8 @@ async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
         .route("/readyz", get(move || std::future::ready(readiness())))
         .merge(wamesh_runtime::metrics::router(
             wamesh_runtime::metrics::install(),
-        ));
+        ))
+        .layer(HttpMetricsLayer::new("ratelimit"));
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, backend = service.backend(), "rate-limit listening");

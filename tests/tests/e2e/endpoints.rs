@@ -116,12 +116,11 @@ async fn health_lists_messaging_and_its_database_up_and_metrics_count_webhooks(b
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("wamesh_webhooks_received_total{")
-                && l.contains("result=\"stored\"")),
+            .any(|l| l.starts_with("wamesh_webhooks_total{") && l.contains("result=\"stored\"")),
         "/metrics counts stored webhooks:\n{metrics}"
     );
     assert!(
-        metrics.contains("# TYPE wamesh_webhooks_received_total counter"),
+        metrics.contains("# TYPE wamesh_webhooks_total counter"),
         "Prometheus text format:\n{metrics}"
     );
     mesh.stop().await;

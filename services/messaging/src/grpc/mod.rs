@@ -59,6 +59,7 @@ impl MessagingService {
         let webhook = Webhook::parse(&request.raw_body)
             .map_err(|e| MessagingError::InvalidArgument(format!("raw_body: {e}")))?;
         let updates = Updates::from_webhook(&webhook);
+        let arrived = crate::metrics::Arrived::of(&updates);
         let received_at_ms = if request.received_at_unix_ms > 0 {
             request.received_at_unix_ms
         } else {
@@ -80,6 +81,7 @@ impl MessagingService {
             .await;
         spans.close(stored.as_ref().ok());
         let outcome = stored?;
+        arrived.stored(&outcome);
         let duplicate = if outcome.duplicate { "true" } else { "false" };
         metrics::counter!("wamesh_webhooks_stored_total", "duplicate" => duplicate).increment(1);
         Ok(pb::IngestWebhookResponse {

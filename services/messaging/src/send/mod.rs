@@ -409,10 +409,12 @@ async fn reconcile(ctx: Arc<SendContext>, shutdown: Shutdown) {
     }
 }
 
-/// Every `report_interval`, and once more at the end: the workers' stats into the store.
+/// Every `report_interval`, and once more at the end: the workers' stats into the store (and
+/// the queue's and the pool's gauges into metrics).
 async fn report(ctx: Arc<SendContext>, stats: Vec<WorkerStats>, shutdown: Shutdown) {
     loop {
         let stopping = shutdown.is_cancelled();
+        crate::metrics::sample(&*ctx.store, now_ms()).await;
         for worker in &stats {
             if let Err(e) = ctx.store.report_worker(&worker.report(now_ms())).await {
                 tracing::debug!(error = %e, "could not report a send worker");

@@ -61,6 +61,7 @@ pub async fn run(ctx: Arc<SendContext>, stats: WorkerStats, shutdown: Shutdown) 
         }
         stats.set_in_flight(claimed.len() as u32);
         let settles = send_claim(&ctx, &stats, claimed, token).await;
+        crate::metrics::sends(&settles);
         settle(&ctx, &stats, &settles).await;
         stats.set_in_flight(0);
     }

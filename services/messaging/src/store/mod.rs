@@ -316,8 +316,33 @@ pub trait Store: OutboundStore + EventLog + Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The connection pool now (no round trip), for metrics.
+    fn pool_stats(&self) -> PoolStats;
     /// `"postgres"` or `"sqlite"`.
     fn backend(&self) -> &'static str;
+}
+
+/// A connection pool at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Open connections waiting for work.
+    pub idle: u32,
+    /// Open connections lent out (a query or transaction running, or about to).
+    pub in_use: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    pub fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        let size = pool.size();
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        Self {
+            idle,
+            in_use: size - idle,
+            max: pool.options().get_max_connections(),
+        }
+    }
 }
 
 /// Opens the store a URL names (`postgres://...` or `sqlite://...`), running its migrations.

@@ -28,6 +28,7 @@ conformance!(
     batch_outcomes_are_in_input_order_with_increasing_delivery_ids,
     events_filter_by_field_and_page_by_after_id,
     ping_and_backend_name,
+    the_pool_says_how_many_connections_are_idle_and_lent,
     timelines_of_several_messages_come_in_one_call,
 );
 
@@ -1122,6 +1123,27 @@ async fn ping_and_backend_name(store: Arc<dyn Store>) {
         ["postgres", "sqlite"].contains(&store.backend()),
         "{}",
         store.backend()
+    );
+}
+
+async fn the_pool_says_how_many_connections_are_idle_and_lent(store: Arc<dyn Store>) {
+    // Opened with 8 connections at most; SQLite keeps its own 4 (one writer, a few readers).
+    let max = if store.backend() == "postgres" { 8 } else { 4 };
+    store.ping().await.expect("ping");
+    // A connection goes back to the pool in the background once its query is done.
+    let mut stats = store.pool_stats();
+    for _ in 0..200 {
+        if stats.in_use == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        stats = store.pool_stats();
+    }
+    assert_eq!(stats.max, max, "{stats:?}");
+    assert_eq!(stats.in_use, 0, "{stats:?}");
+    assert!(
+        (1..=max).contains(&stats.idle),
+        "the pinged connection waits in the pool: {stats:?}"
     );
 }
 

@@ -127,6 +127,32 @@ async fn penalize_holds_a_bucket_and_usage_flags_the_busiest() {
 }
 
 #[tokio::test]
+async fn penalties_are_counted_by_metas_known_codes_and_any_other_code_is_other() {
+    let _ = wamesh_runtime::metrics::install();
+    let service = Service::on_shared_redis(&wamesh_testkit::fresh_redis_prefix()).await;
+    let mut client = service.client();
+    for code in [130_429, 987_654] {
+        client
+            .penalize(pb::PenalizeRequest {
+                scope: "waba-1".into(),
+                key: "throughput:1065".into(),
+                hold_ms: 1_000,
+                meta_error_code: code,
+            })
+            .await
+            .unwrap();
+    }
+    let metrics = wamesh_runtime::metrics::install().render();
+    for code in ["130429", "other"] {
+        let series = format!(
+            "wamesh_ratelimit_penalties_total{{policy=\"throughput\",meta_code=\"{code}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("987654"), "{metrics}");
+}
+
+#[tokio::test]
 async fn bad_requests_are_refused_with_the_reason_and_change_nothing() {
     let service = Service::on_shared_redis(&wamesh_testkit::fresh_redis_prefix()).await;
     let mut client = service.client();

@@ -188,6 +188,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::of(&self.pool)
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

@@ -437,6 +437,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::of(&self.pool)
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

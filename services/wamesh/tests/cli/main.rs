@@ -911,3 +911,6 @@ async fn migrate_creates_the_schema_and_names_a_bad_database() {
     );
     assert!(said.contains("migrating messaging's database"), "{said}");
 }
+
+mod metrics;
+mod processes;
