@@ -912,5 +912,6 @@ async fn migrate_creates_the_schema_and_names_a_bad_database() {
     assert!(said.contains("migrating messaging's database"), "{said}");
 }
 
+mod conversation_trace;
 mod metrics;
 mod processes;
