@@ -11,9 +11,11 @@ pub struct TelemetryConfig {
     /// OTLP gRPC collector endpoint, e.g. `http://otel-collector:4317`.
     /// `None` keeps tracing in-process: spans get trace ids and propagate, nothing is exported.
     pub otlp_endpoint: Option<String>,
-    /// Ratio of new root traces to sample, in `0.0..=1.0` (parent-based: a sampled
-    /// parent from `traceparent` is always followed). Default `1.0`.
+    /// Ratio of new root traces to sample, in `0.0..=1.0`. Default `1.0`.
     pub sampler_ratio: f64,
+    /// Follow the caller's decision (a sampled parent from `traceparent` is always sampled, an
+    /// unsampled one never), sampling only new traces by ratio. Default `true`.
+    pub parent_based: bool,
     /// `true`: one JSON object per log line; `false`: human-readable text.
     pub json_logs: bool,
     /// `RUST_LOG`-style filter for logs and spans, e.g. `info,wamesh_messaging=debug`.
@@ -27,6 +29,7 @@ impl TelemetryConfig {
             service_name: service_name.to_owned(),
             otlp_endpoint: None,
             sampler_ratio: 1.0,
+            parent_based: true,
             json_logs: true,
             log_filter: "info".to_owned(),
         }
@@ -38,7 +41,8 @@ impl TelemetryConfig {
     /// |---|---|
     /// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `otlp_endpoint` (empty means none) |
     /// | `OTEL_SERVICE_NAME` | `service_name` (overrides the argument) |
-    /// | `OTEL_TRACES_SAMPLER_ARG` | `sampler_ratio` (clamped to `0..=1`; unparsable keeps `1.0`) |
+    /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio` and their `parentbased_` forms (unknown: the default, `parentbased_always_on`) |
+    /// | `OTEL_TRACES_SAMPLER_ARG` | `sampler_ratio` for the `traceidratio` samplers (clamped to `0..=1`; unparsable keeps `1.0`) |
     /// | `RUST_LOG` | `log_filter` |
     /// | `WAMESH_LOG_FORMAT` | `json_logs`: `text` turns JSON off; anything else keeps JSON |
     pub fn from_env(service_name: &str) -> Self {
@@ -57,11 +61,23 @@ impl TelemetryConfig {
             config.service_name = name;
         }
         config.otlp_endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT");
-        if let Some(ratio) = var("OTEL_TRACES_SAMPLER_ARG").and_then(|r| r.parse::<f64>().ok())
-            && ratio.is_finite()
-        {
-            config.sampler_ratio = ratio.clamp(0.0, 1.0);
-        }
+        let ratio = var("OTEL_TRACES_SAMPLER_ARG")
+            .and_then(|r| r.parse::<f64>().ok())
+            .filter(|r| r.is_finite())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0));
+        let sampler = var("OTEL_TRACES_SAMPLER").map(|s| s.to_ascii_lowercase());
+        let (parent_based, root) = match sampler.as_deref() {
+            Some(s) => s
+                .strip_prefix("parentbased_")
+                .map_or((false, s), |root| (true, root)),
+            None => (true, "traceidratio"),
+        };
+        (config.parent_based, config.sampler_ratio) = match root {
+            "always_on" => (parent_based, 1.0),
+            "always_off" => (parent_based, 0.0),
+            "traceidratio" => (parent_based, ratio),
+            _ => (true, 1.0),
+        };
         if let Some(filter) = var("RUST_LOG") {
             config.log_filter = filter;
         }
@@ -133,5 +149,44 @@ mod tests {
         let clamped =
             TelemetryConfig::from_lookup("g", lookup(&[("OTEL_TRACES_SAMPLER_ARG", "7")]));
         assert_eq!(clamped.sampler_ratio, 1.0);
+    }
+
+    #[test]
+    fn the_standard_samplers_are_understood() {
+        let sampler = |pairs: &'static [(&'static str, &'static str)]| {
+            let config = TelemetryConfig::from_lookup("g", lookup(pairs));
+            (config.parent_based, config.sampler_ratio)
+        };
+        let quarter = ("OTEL_TRACES_SAMPLER_ARG", "0.25");
+        assert_eq!(
+            sampler(&[quarter]),
+            (true, 0.25),
+            "a ratio alone: parent-based"
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio"), quarter]),
+            (false, 0.25)
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), quarter]),
+            (true, 0.25)
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+            (false, 0.0)
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]),
+            (true, 0.0)
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "always_on")]),
+            (false, 1.0)
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "jaeger_remote"), quarter]),
+            (true, 1.0),
+            "an unknown sampler: the default"
+        );
     }
 }

@@ -31,7 +31,8 @@ const SCOPE: &str = env!("CARGO_PKG_NAME");
 /// resource attributes `service.name`, `service.version` (the wamesh workspace
 /// version) and `service.instance.id` (random per process). Without it the provider
 /// has no exporter, but spans still get trace ids that propagate and appear in logs.
-/// Sampling is parent-based with `config.sampler_ratio` for root spans.
+/// Sampling keeps `config.sampler_ratio` of new traces, and follows a caller's decision when
+/// `config.parent_based` (the default).
 ///
 /// Only the first successful call installs anything. Later calls return an inert
 /// guard (its `shutdown` does nothing), so every test may call `init`; they share the
@@ -73,10 +74,14 @@ fn build_provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider>
     } else {
         1.0
     };
+    let root = Sampler::TraceIdRatioBased(ratio);
+    let sampler = if config.parent_based {
+        Sampler::ParentBased(Box::new(root))
+    } else {
+        root
+    };
     let mut builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
+        .with_sampler(sampler)
         .with_resource(resource(config));
     if let Some(endpoint) = &config.otlp_endpoint {
         if tokio::runtime::Handle::try_current().is_err() {
