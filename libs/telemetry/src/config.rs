@@ -153,38 +153,29 @@ mod tests {
 
     #[test]
     fn the_standard_samplers_are_understood() {
+        const QUARTER: (&str, &str) = ("OTEL_TRACES_SAMPLER_ARG", "0.25");
+        const fn named(sampler: &'static str) -> (&'static str, &'static str) {
+            ("OTEL_TRACES_SAMPLER", sampler)
+        }
         let sampler = |pairs: &'static [(&'static str, &'static str)]| {
             let config = TelemetryConfig::from_lookup("g", lookup(pairs));
             (config.parent_based, config.sampler_ratio)
         };
-        let quarter = ("OTEL_TRACES_SAMPLER_ARG", "0.25");
         assert_eq!(
-            sampler(&[quarter]),
+            sampler(&[QUARTER]),
             (true, 0.25),
             "a ratio alone: parent-based"
         );
+        assert_eq!(sampler(&[named("traceidratio"), QUARTER]), (false, 0.25));
         assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio"), quarter]),
-            (false, 0.25)
-        );
-        assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), quarter]),
+            sampler(&[named("parentbased_traceidratio"), QUARTER]),
             (true, 0.25)
         );
+        assert_eq!(sampler(&[named("always_off")]), (false, 0.0));
+        assert_eq!(sampler(&[named("parentbased_always_off")]), (true, 0.0));
+        assert_eq!(sampler(&[named("always_on")]), (false, 1.0));
         assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "always_off")]),
-            (false, 0.0)
-        );
-        assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]),
-            (true, 0.0)
-        );
-        assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "always_on")]),
-            (false, 1.0)
-        );
-        assert_eq!(
-            sampler(&[("OTEL_TRACES_SAMPLER", "jaeger_remote"), quarter]),
+            sampler(&[named("jaeger_remote"), QUARTER]),
             (true, 1.0),
             "an unknown sampler: the default"
         );
