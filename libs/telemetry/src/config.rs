@@ -153,29 +153,30 @@ mod tests {
 
     #[test]
     fn the_standard_samplers_are_understood() {
-        const QUARTER: (&str, &str) = ("OTEL_TRACES_SAMPLER_ARG", "0.25");
-        const fn named(sampler: &'static str) -> (&'static str, &'static str) {
-            ("OTEL_TRACES_SAMPLER", sampler)
-        }
-        let sampler = |pairs: &'static [(&'static str, &'static str)]| {
-            let config = TelemetryConfig::from_lookup("g", lookup(pairs));
+        let sampler = |name: Option<&'static str>, ratio: Option<&'static str>| {
+            let config = TelemetryConfig::from_lookup("g", move |key| match key {
+                "OTEL_TRACES_SAMPLER" => name.map(str::to_owned),
+                "OTEL_TRACES_SAMPLER_ARG" => ratio.map(str::to_owned),
+                _ => None,
+            });
             (config.parent_based, config.sampler_ratio)
         };
+        let quarter = Some("0.25");
         assert_eq!(
-            sampler(&[QUARTER]),
+            sampler(None, quarter),
             (true, 0.25),
             "a ratio alone: parent-based"
         );
-        assert_eq!(sampler(&[named("traceidratio"), QUARTER]), (false, 0.25));
+        assert_eq!(sampler(Some("traceidratio"), quarter), (false, 0.25));
         assert_eq!(
-            sampler(&[named("parentbased_traceidratio"), QUARTER]),
+            sampler(Some("parentbased_traceidratio"), quarter),
             (true, 0.25)
         );
-        assert_eq!(sampler(&[named("always_off")]), (false, 0.0));
-        assert_eq!(sampler(&[named("parentbased_always_off")]), (true, 0.0));
-        assert_eq!(sampler(&[named("always_on")]), (false, 1.0));
+        assert_eq!(sampler(Some("always_off"), None), (false, 0.0));
+        assert_eq!(sampler(Some("parentbased_always_off"), None), (true, 0.0));
+        assert_eq!(sampler(Some("always_on"), None), (false, 1.0));
         assert_eq!(
-            sampler(&[named("jaeger_remote"), QUARTER]),
+            sampler(Some("jaeger_remote"), quarter),
             (true, 1.0),
             "an unknown sampler: the default"
         );
