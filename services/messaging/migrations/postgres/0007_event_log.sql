@@ -77,10 +77,10 @@ DECLARE
     new_m int[] := '{}';
     new_s int[] := '{}';
     new_e int[] := '{}';
-    new_m_ids bigint[] := '{}';
-    new_s_wamids text[] := '{}';
-    new_s_statuses text[] := '{}';
-    new_e_ids bigint[] := '{}';
+    -- What was new, kept (as JSON: a few columns of a few rows) for the events appended last.
+    new_m_rows jsonb := '[]';
+    new_s_rows jsonb := '[]';
+    new_e_rows jsonb := '[]';
     appended int;
     base bigint;
 BEGIN
@@ -116,10 +116,12 @@ BEGIN
                 errors_json = EXCLUDED.errors_json, raw_json = EXCLUDED.raw_json,
                 traceparent = EXCLUDED.traceparent
             WHERE messages.origin = 'external'
-            RETURNING delivery_id, messages.id)
+            RETURNING messages.id, delivery_id, direction, messages.business_phone_number_id,
+                messages.contact_id, wamid, messages.type, messages.timestamp_s,
+                messages.context_message_id, messages.reply_id, messages.traceparent)
         SELECT coalesce(array_agg(array_position(ids, ins.delivery_id) - 1), '{}'),
-            coalesce(array_agg(ins.id), '{}')
-        INTO new_m, new_m_ids FROM ins;
+            coalesce(jsonb_agg(to_jsonb(ins)), '[]')
+        INTO new_m, new_m_rows FROM ins;
     END IF;
 
     IF cardinality(s_wamid) > 0 THEN
@@ -131,10 +133,12 @@ BEGIN
                 s_recipient[i], s_errors[i], s_pricing[i], s_conversation[i], s_raw[i], s_callback[i],
                 s_outbound[i], s_trace[i]
             FROM generate_subscripts(s_wamid, 1) AS i
-            ON CONFLICT (wamid, status) DO NOTHING RETURNING delivery_id, wamid, status)
+            ON CONFLICT (wamid, status) DO NOTHING
+            RETURNING delivery_id, wamid, status, business_phone_number_id, recipient_id, outbound_id,
+                errors_json, pricing_category, timestamp_s, traceparent)
         SELECT coalesce(array_agg(array_position(ids, ins.delivery_id) - 1), '{}'),
-            coalesce(array_agg(ins.wamid), '{}'), coalesce(array_agg(ins.status), '{}')
-        INTO new_s, new_s_wamids, new_s_statuses FROM ins;
+            coalesce(jsonb_agg(to_jsonb(ins)), '[]')
+        INTO new_s, new_s_rows FROM ins;
     END IF;
 
     -- Outbound messages known only by their statuses are created; states move forward, never back.
@@ -168,10 +172,11 @@ BEGIN
             SELECT e_key[i], ids[e_slot[i] + 1], e_received[i], e_waba[i], e_phone[i], e_field[i], e_kind[i],
                 e_code[i], e_raw[i]
             FROM generate_subscripts(e_key, 1) AS i
-            ON CONFLICT (dedup_key) DO NOTHING RETURNING delivery_id, webhook_events.id)
+            ON CONFLICT (dedup_key) DO NOTHING
+            RETURNING webhook_events.id, delivery_id, business_phone_number_id, field, error_code)
         SELECT coalesce(array_agg(array_position(ids, ins.delivery_id) - 1), '{}'),
-            coalesce(array_agg(ins.id), '{}')
-        INTO new_e, new_e_ids FROM ins;
+            coalesce(jsonb_agg(to_jsonb(ins)), '[]')
+        INTO new_e, new_e_rows FROM ins;
     END IF;
 
     -- A duplicate held updates and every one of them was stored before (store/plan.rs).
@@ -190,7 +195,8 @@ BEGIN
     -- Last, the event log: its head row is locked until this transaction commits, so the
     -- next transaction's events get higher sequence numbers only after these are visible.
     -- Nothing else is locked after it (no deadlock can involve it).
-    appended := cardinality(new_m_ids) + cardinality(new_s_wamids) + cardinality(new_e_ids);
+    appended := jsonb_array_length(new_m_rows) + jsonb_array_length(new_s_rows)
+        + jsonb_array_length(new_e_rows);
     IF appended > 0 THEN
         UPDATE event_log_head SET seq = seq + appended RETURNING seq - appended INTO base;
         INSERT INTO event_log (seq, kind, committed_at_ms, business_phone_number_id, contact_id, wamid,
@@ -206,19 +212,25 @@ BEGIN
                 NULL::bigint AS outbound_id, m.type, NULL::text AS status, 0::bigint AS error_code,
                 NULL::text AS pricing, m.timestamp_s AS ts, m.context_message_id AS context,
                 m.reply_id, m.traceparent
-            FROM messages m WHERE m.id = ANY(new_m_ids)
+            FROM jsonb_to_recordset(new_m_rows) AS m(id bigint, delivery_id bigint, direction text,
+                business_phone_number_id text, contact_id text, wamid text, type text, timestamp_s bigint,
+                context_message_id text, reply_id text, traceparent text)
             UNION ALL
-            SELECT s.delivery_id, 2, k.n, 'status.updated', s.business_phone_number_id, s.recipient_id,
+            SELECT s.delivery_id, 2, s.n, 'status.updated', s.business_phone_number_id, s.recipient_id,
                 s.wamid, (SELECT o.id FROM messages o WHERE o.wamid = s.wamid AND o.direction = 'outbound'),
                 s.outbound_id, NULL, s.status, coalesce((s.errors_json::jsonb -> 0 ->> 'code')::bigint, 0),
                 s.pricing_category, s.timestamp_s, NULL, NULL, s.traceparent
-            FROM unnest(new_s_wamids, new_s_statuses) WITH ORDINALITY AS k(wamid, status, n)
-            JOIN message_statuses s ON s.wamid = k.wamid AND s.status = k.status
+            FROM ROWS FROM (jsonb_to_recordset(new_s_rows) AS (delivery_id bigint, wamid text,
+                status text, business_phone_number_id text, recipient_id text, outbound_id bigint,
+                errors_json text, pricing_category text, timestamp_s bigint, traceparent text))
+                WITH ORDINALITY AS s(delivery_id, wamid, status, business_phone_number_id, recipient_id,
+                    outbound_id, errors_json, pricing_category, timestamp_s, traceparent, n)
             UNION ALL
             SELECT e.delivery_id, 3, e.id, 'webhook.event', e.business_phone_number_id, '', NULL, NULL,
                 NULL, e.field, NULL, e.error_code, NULL, NULL, NULL, NULL,
                 d_trace[array_position(ids, e.delivery_id)]
-            FROM webhook_events e WHERE e.id = ANY(new_e_ids)
+            FROM jsonb_to_recordset(new_e_rows) AS e(id bigint, delivery_id bigint,
+                business_phone_number_id text, field text, error_code bigint)
         ) AS x;
     END IF;
 
