@@ -42,6 +42,10 @@ where
         // Busy/idle timing costs work on every poll of every instrumented future; spans keep
         // their start and end times without it.
         .with_tracked_inactivity(false)
+        // Thread ids and names say little about spans of tasks that hop threads, and the
+        // name is a string copied into every span; the span name locates the code.
+        .with_threads(false)
+        .with_location(false)
         .with_filter(NotExporterInternal);
     let dispatch = Arc::new(OnceLock::new());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
