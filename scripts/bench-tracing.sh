@@ -2,7 +2,7 @@
 # What exporting traces costs: `wamesh bench ingest --in-process` and `wamesh bench send`, each
 # run alternately without and with OTLP export to `wamesh otlp-sink` (a receiver that counts and
 # discards spans), RUST_LOG=info both ways so the same spans exist and only the export differs.
-# Prints every run's summary, then per bench the medians and what export cost.
+# Prints every run's summary (stderr), then per bench the medians and what export cost (stdout).
 #
 #   scripts/bench-tracing.sh [pairs] [send rate]      # defaults: 3 pairs, 2000 messages/s
 #
@@ -33,17 +33,21 @@ spans() { sleep 6; tail -n 1 "$work/sink.log" | awk '{print $1 + 0}'; }
 run() {
   local bench=$1 mode=$2
   shift 2
-  local before_ticks before_spans line
+  local before_ticks before_spans endpoint=""
   before_ticks=$(cpu_ticks)
   before_spans=$(spans)
-  if [ "$mode" = on ]; then
-    line=$(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" RUST_LOG=info "$bin" bench "$bench" "$@" | tee /dev/stderr | grep "\"name\":\"$bench\"")
-  else
-    line=$(env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info "$bin" bench "$bench" "$@" | tee /dev/stderr | grep "\"name\":\"$bench\"")
-  fi
+  [ "$mode" = on ] && endpoint="http://127.0.0.1:$port"
+  OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" RUST_LOG=info "$bin" bench "$bench" "$@" >"$work/run.log"
+  grep -v '^{' "$work/run.log" >&2
   local exported=$(($(spans) - before_spans)) sink_ms=$((($(cpu_ticks) - before_ticks) * 10))
-  echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(mode='$mode', spans_exported=$exported, sink_cpu_ms=$sink_ms); print(json.dumps(d))" >>"$work/$bench.jsonl"
-  echo ">> $bench, export $mode: $exported spans exported, the sink used $sink_ms ms of CPU" >&2
+  grep "\"name\":\"$bench\"" "$work/run.log" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+d.update(mode='$mode', spans_exported=$exported, sink_cpu_ms=$sink_ms)
+print(json.dumps(d))
+print(f\"$bench, export $mode: {d['throughput_per_s']:.0f}/s, ratio {d.get('ratio')}, p99 {d['p99_ms']} ms, \"
+      f\"CPU/message {d.get('cpu_us_per_message', '-')} us; {$exported} spans exported, sink CPU {$sink_ms} ms\", file=sys.stderr)
+" >>"$work/$bench.jsonl"
 }
 
 for _ in $(seq "$pairs"); do

@@ -46,6 +46,9 @@ where
         // name is a string copied into every span; the span name locates the code.
         .with_threads(false)
         .with_location(false)
+        // The service and the span name say where a span comes from; a module path per span
+        // only adds to what is exported.
+        .with_target(false)
         .with_filter(NotExporterInternal);
     let dispatch = Arc::new(OnceLock::new());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);

@@ -43,7 +43,6 @@ impl IngestSpans {
     pub fn open(parent: &str, updates: &Updates, received_at_ms: i64) -> Self {
         let webhook = tracing::info_span!(
             "wamesh.ingest",
-            otel.name = "wamesh.ingest",
             otel.kind = "consumer",
             messaging.system = "whatsapp",
             messaging.operation.type = "receive",
@@ -63,7 +62,6 @@ impl IngestSpans {
                 tracing::info_span!(
                     parent: &webhook,
                     "wamesh.process",
-                    otel.name = "wamesh.process",
                     wamesh.wamid = m.wamid.as_str(),
                     wamesh.direction = direction(m.direction),
                     wamesh.message_type = m.kind.as_str(),
@@ -182,7 +180,6 @@ fn confirmation(status: &StatusUpdate, webhook: Option<&str>, received_at_ms: i6
 pub fn send_span(queued_under: Option<&str>, message_id: i64, attempt: u32, kind: &str) -> Span {
     let span = tracing::info_span!(
         "wamesh.send",
-        otel.name = "wamesh.send",
         otel.kind = "producer",
         otel.status_code = Empty,
         otel.status_message = Empty,
