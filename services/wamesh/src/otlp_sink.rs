@@ -3,6 +3,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at it, and without), and the receiver black-box
 //! tests read exported spans from. Not a tracing backend: it stores nothing on disk.
 use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use wamesh_runtime::Shutdown;
@@ -28,6 +31,8 @@ pub struct SinkArgs {
 #[derive(Clone, Default)]
 pub struct Collector {
     spans: Arc<AtomicU64>,
+    /// Spans by service, then by span name: what an exporter's volume is made of.
+    by_name: Arc<Mutex<BTreeMap<String, BTreeMap<String, u64>>>>,
     kept: Option<Arc<Mutex<Vec<ExportTraceServiceRequest>>>>,
 }
 
@@ -35,13 +40,18 @@ impl Collector {
     /// One that keeps every request (for tests).
     pub fn keeping() -> Self {
         Self {
-            spans: Arc::default(),
             kept: Some(Arc::default()),
+            ..Self::default()
         }
     }
 
     pub fn spans(&self) -> u64 {
         self.spans.load(Ordering::Relaxed)
+    }
+
+    /// Spans received, by `service.name`, then by span name.
+    pub fn by_name(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.by_name.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every request kept so far (none unless made with [`Collector::keeping`]).
@@ -69,13 +79,24 @@ impl TraceService for Collector {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let request = request.into_inner();
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        let mut spans = 0;
+        {
+            let mut by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+            for resource in &request.resource_spans {
+                let service = service_name(resource);
+                let names = by_name.entry(service.to_owned()).or_default();
+                for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                    match names.get_mut(&span.name) {
+                        Some(count) => *count += 1,
+                        None => {
+                            names.insert(span.name.clone(), 1);
+                        }
+                    }
+                    spans += 1;
+                }
+            }
+        }
+        self.spans.fetch_add(spans, Ordering::Relaxed);
         if let Some(kept) = &self.kept {
             kept.lock().unwrap_or_else(|p| p.into_inner()).push(request);
         }
@@ -83,7 +104,22 @@ impl TraceService for Collector {
     }
 }
 
-/// Runs a counting sink until SIGTERM/SIGINT, saying every 5 s how many spans came.
+/// The `service.name` resource attribute of `resource`, or `?`.
+fn service_name(resource: &ResourceSpans) -> &str {
+    resource
+        .resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map_or("?", |value| match value {
+            Value::StringValue(name) => name.as_str(),
+            _ => "?",
+        })
+}
+
+/// Runs a counting sink until SIGTERM/SIGINT, saying every 5 s how many spans came, and at
+/// the end how many of each service and span name.
 pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     let collector = Collector::default();
     let listener = TcpListener::bind(args.addr).await?;
@@ -106,5 +142,12 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         }
     }
     stop.cancel();
-    serving.await?
+    serving.await??;
+    println!("spans by service and name:");
+    for (service, names) in collector.by_name() {
+        for (name, count) in names {
+            println!("{count:>10}  {service}  {name}");
+        }
+    }
+    Ok(())
 }

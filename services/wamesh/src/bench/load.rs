@@ -25,6 +25,8 @@ pub struct LoadArgs {
 /// What a run measured (after the warm-up).
 #[derive(Debug, Default)]
 pub struct Measured {
+    /// Operations started, the warm-up's included (what the CPU spent over a run paid for).
+    pub started: u64,
     pub ok: u64,
     pub errors: u64,
     /// The first few distinct error messages, to print.
@@ -81,6 +83,7 @@ impl Measured {
     }
 
     fn merge(&mut self, other: Measured) {
+        self.started += other.started;
         self.ok += other.ok;
         self.errors += other.errors;
         self.latencies.extend(other.latencies);
@@ -131,6 +134,7 @@ where
         }
     }
     total.latencies.sort_unstable();
+    total.started = sequence.load(Ordering::Relaxed);
     total.elapsed = Instant::now()
         .saturating_duration_since(measure_from)
         .max(Duration::from_millis(1));
