@@ -2,8 +2,8 @@
 //! keeps it. It is the export target for measuring what tracing costs (run a bench with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at it, and without), and the receiver black-box
 //! tests read exported spans from. Not a tracing backend: it stores nothing on disk.
-use std::net::SocketAddr;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,7 +51,10 @@ impl Collector {
 
     /// Spans received, by `service.name`, then by span name.
     pub fn by_name(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        self.by_name.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every request kept so far (none unless made with [`Collector::keeping`]).

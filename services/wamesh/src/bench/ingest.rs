@@ -135,7 +135,11 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     );
     println!(
         "cpu:      per webhook, this process ({}) {:.0} µs, Postgres {:.0} µs",
-        if mesh_in_process { "load and mesh" } else { "load" },
+        if mesh_in_process {
+            "load and mesh"
+        } else {
+            "load"
+        },
         per_webhook(cpu),
         per_webhook(postgres_cpu)
     );
