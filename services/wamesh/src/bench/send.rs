@@ -587,6 +587,7 @@ mod tests {
         let sent = Sent {
             started_ms: HashMap::from([(1, 1_000), (2, 1_010), (3, 1_020)]),
             rpc: Measured::default(),
+            queued: 3,
         };
         let delivered = HashMap::from([
             (
