@@ -154,3 +154,70 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+
+    use super::*;
+
+    fn resource_spans(service: Option<&str>, names: &[&str]) -> ResourceSpans {
+        let attributes = service
+            .map(|name| KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(name.into())),
+                }),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        ResourceSpans {
+            resource: Some(Resource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: names
+                    .iter()
+                    .map(|name| Span {
+                        name: (*name).into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn spans_are_counted_by_service_and_name_across_requests() {
+        let collector = Collector::default();
+        for _ in 0..2 {
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![
+                    resource_spans(Some("gateway"), &["HTTP POST", "HTTP POST"]),
+                    resource_spans(Some("messaging"), &["wamesh.ingest"]),
+                    resource_spans(None, &["orphan"]),
+                ],
+            };
+            collector
+                .export(tonic::Request::new(request))
+                .await
+                .unwrap();
+        }
+        assert_eq!(collector.spans(), 8);
+        let by_name = collector.by_name();
+        assert_eq!(by_name["gateway"]["HTTP POST"], 4);
+        assert_eq!(by_name["messaging"]["wamesh.ingest"], 2);
+        assert_eq!(by_name["?"]["orphan"], 2);
+        assert_eq!(by_name.len(), 3);
+        assert!(
+            collector.requests().is_empty(),
+            "a counting sink keeps nothing"
+        );
+    }
+}
