@@ -39,7 +39,7 @@ pub struct IngestSpans {
 
 impl IngestSpans {
     /// Opens the webhook's span under `parent` (the gateway's request, when it sent one), a
-    /// processing span per message and a confirmation span per status of ours.
+    /// processing span per message and a confirmation span per status (see `confirmation`).
     pub fn open(parent: &str, updates: &Updates, received_at_ms: i64) -> Self {
         let webhook = tracing::info_span!(
             "wamesh.ingest",
