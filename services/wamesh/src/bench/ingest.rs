@@ -16,9 +16,9 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use wamesh_runtime::{BusinessNumber, Secret};
 
-use super::cpu::{process_cpu_seconds, program_cpu_seconds};
+use super::cpu::CpuTime;
 use super::scratch::{ScratchDatabase, rand_u64};
-use super::{Comparison, LoadArgs, Measured, drive, round};
+use super::{Comparison, LoadArgs, Measured, drive};
 use crate::cli::IngestArgs;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::run::DevSecrets;
@@ -88,17 +88,16 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
     );
 
     let (mut ingest, mut baseline) = (Measured::default(), Measured::default());
-    let (mut cpu, mut postgres_cpu) = (0.0, 0.0);
+    let mut cpu = CpuTime::default();
     let each_round = args.load.duration / args.load.rounds.max(1);
     for _ in 0..args.load.rounds.max(1) {
-        let (cpu_before, pg_before) = (process_cpu_seconds(), program_cpu_seconds("postgres"));
+        let before = CpuTime::now();
         ingest.add_run(load_gateway(&args, each_round, &target, &secret).await?);
-        cpu += process_cpu_seconds() - cpu_before;
-        postgres_cpu += program_cpu_seconds("postgres") - pg_before;
+        cpu = cpu.plus(CpuTime::since(before));
         baseline.add_run(baseline_inserts(&args, each_round, &database_url).await?);
     }
     // Per webhook posted during the ingest rounds, the warm-ups' included: they were paid for.
-    let per_webhook = |seconds: f64| round(seconds * 1e6 / ingest.started.max(1) as f64);
+    let per_webhook = cpu.per_unit_us(ingest.started);
     let mesh_in_process = mesh.is_some();
     if let Some(mesh) = mesh {
         mesh.stop().await?;
@@ -140,8 +139,8 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         } else {
             "load"
         },
-        per_webhook(cpu),
-        per_webhook(postgres_cpu)
+        per_webhook.process,
+        per_webhook.postgres
     );
     println!(
         "ratio:    {:.2} (goal: at least 1.0, median under 250 ms, under 1% over 1 s)",
@@ -151,8 +150,8 @@ pub async fn run(args: IngestBench) -> anyhow::Result<()> {
         "over_1s_share": over_1s,
         "errors": ingest.errors,
         "webhooks_posted": ingest.started,
-        "cpu_us_per_webhook": per_webhook(cpu),
-        "postgres_cpu_us_per_webhook": per_webhook(postgres_cpu),
+        "cpu_us_per_webhook": per_webhook.process,
+        "postgres_cpu_us_per_webhook": per_webhook.postgres,
     });
     println!("{}", summary.json_line("ingest", &args.load, extra));
     Ok(())

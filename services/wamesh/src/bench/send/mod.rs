@@ -28,7 +28,10 @@ use wamesh_ratelimit::{LimiterConfig, RateLimitConfig};
 use wamesh_runtime::{BusinessNumber, Secret};
 use wamesh_simulator::{Delivery, SendLimits, SimulatorConfig, WebhookTarget};
 
-use super::cpu::{process_cpu_seconds, program_cpu_seconds};
+mod results;
+
+use self::results::{Delivered, end_to_end, quantiles};
+use super::cpu::CpuTime;
 use super::scratch::ScratchDatabase;
 use super::{Comparison, LoadArgs, Measured, pace, round};
 use crate::mesh::{Mesh, MeshConfig};
@@ -212,13 +215,10 @@ impl Bench {
             self.users.len()
         );
         self.open_windows().await?;
-        let (cpu_before, pg_before) = (process_cpu_seconds(), program_cpu_seconds("postgres"));
+        let before = CpuTime::now();
         let sent = self.load(args).await;
         let delivered = self.delivered(&sent, args.drain).await?;
-        let (cpu, pg) = (
-            process_cpu_seconds() - cpu_before,
-            program_cpu_seconds("postgres") - pg_before,
-        );
+        let cpu = CpuTime::since(before);
         let outcome = self.outcome(&sent).await?;
         let baseline = self.baseline(args).await?;
 
@@ -259,11 +259,10 @@ impl Bench {
             println!("          error: {e}");
         }
         // Per message queued, the warm-up's included: the CPU was read around all of them.
-        let per_message = |seconds: f64| round(seconds * 1e6 / sent.queued.max(1) as f64);
+        let per_message = cpu.per_unit_us(sent.queued);
         println!(
             "cpu:      per message, this process (load, mesh, simulator) {:.0} µs, Postgres {:.0} µs",
-            per_message(cpu),
-            per_message(pg)
+            per_message.process, per_message.postgres
         );
         println!(
             "baseline: {} sends accepted straight by the simulator in {:.1} s = {:.0}/s; \
@@ -296,8 +295,8 @@ impl Bench {
             "undelivered": outcome.undelivered,
             "meta_refused": outcome.meta_refused,
             "messages_queued": sent.queued,
-            "cpu_us_per_message": per_message(cpu),
-            "postgres_cpu_us_per_message": per_message(pg),
+            "cpu_us_per_message": per_message.process,
+            "postgres_cpu_us_per_message": per_message.postgres,
         });
         println!("{}", summary.json_line("send", &load, extra));
         Ok(())
@@ -394,92 +393,6 @@ impl Bench {
         sent
     }
 
-    /// Waits (up to `drain`) until every measured message has its delivered status stored;
-    /// answers the stages of those that have.
-    async fn delivered(
-        &self,
-        sent: &Sent,
-        drain: Duration,
-    ) -> anyhow::Result<HashMap<i64, Delivered>> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.database_url)
-            .await?;
-        let ids: Vec<i64> = sent.started_ms.keys().copied().collect();
-        let deadline = Instant::now() + drain;
-        loop {
-            let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-                "SELECT o.id, o.queued_at_ms, o.accepted_at_ms, d.stored_at_ms
-                 FROM outbound_messages o
-                 JOIN message_statuses s ON s.wamid = o.wamid AND s.status = 'delivered'
-                 JOIN webhook_deliveries d ON d.id = s.delivery_id
-                 WHERE o.id = ANY($1) AND o.accepted_at_ms IS NOT NULL",
-            )
-            .bind(&ids)
-            .fetch_all(&pool)
-            .await?;
-            if rows.len() >= ids.len() || Instant::now() >= deadline {
-                return Ok(rows
-                    .into_iter()
-                    .map(|(id, queued_ms, accepted_ms, delivered_ms)| {
-                        let delivered = Delivered {
-                            queued_ms,
-                            accepted_ms,
-                            delivered_ms,
-                        };
-                        (id, delivered)
-                    })
-                    .collect());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// How the measured messages ended, and how often Meta refused a send.
-    async fn outcome(&self, sent: &Sent) -> anyhow::Result<Outcome> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.database_url)
-            .await?;
-        let ids: Vec<i64> = sent.started_ms.keys().copied().collect();
-        let states: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, count(*) FROM outbound_messages WHERE id = ANY($1) GROUP BY state",
-        )
-        .bind(&ids)
-        .fetch_all(&pool)
-        .await?;
-        let count = |state: &str| {
-            states
-                .iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n as u64)
-        };
-        let undelivered: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbound_messages o WHERE o.id = ANY($1) AND NOT EXISTS
-                 (SELECT 1 FROM message_statuses s WHERE s.wamid = o.wamid AND s.status = 'delivered')",
-        )
-        .bind(&ids)
-        .fetch_one(&pool)
-        .await?;
-        let stats: serde_json::Value = self
-            .http
-            .get(format!("{}/_sim/stats", self.simulator))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let meta_refused = stats["refused"]
-            .as_object()
-            .map_or(0, |codes| codes.values().filter_map(|n| n.as_u64()).sum());
-        Ok(Outcome {
-            failed: count("failed"),
-            dead: count("dead"),
-            in_doubt: count("in_doubt"),
-            undelivered: undelivered as u64,
-            meta_refused,
-        })
-    }
-
     /// The same rate of the same messages, POSTed straight to the simulator (its webhooks off,
     /// so nothing else runs): what sending costs without a queue, limits or tracking.
     async fn baseline(&self, args: &SendBench) -> anyhow::Result<Measured> {
@@ -524,96 +437,8 @@ impl Bench {
     }
 }
 
-/// One delivered message's times (Unix ms): queued by SendMessage, accepted by Meta, its
-/// delivered status stored.
-struct Delivered {
-    queued_ms: i64,
-    accepted_ms: i64,
-    delivered_ms: i64,
-}
-
-struct Outcome {
-    failed: u64,
-    dead: u64,
-    in_doubt: u64,
-    undelivered: u64,
-    meta_refused: u64,
-}
-
-/// The measured messages end to end: latency from the `SendMessage` call to the stored
-/// delivered status; the rate over the time from the first call to the last delivery.
-fn end_to_end(sent: &Sent, delivered: &HashMap<i64, Delivered>) -> Measured {
-    let mut measured = Measured::default();
-    let first = sent.started_ms.values().min().copied().unwrap_or(0);
-    let mut last = first;
-    for (id, d) in delivered {
-        if let Some(started) = sent.started_ms.get(id) {
-            measured.ok += 1;
-            measured.latencies.push(Duration::from_millis(
-                (d.delivered_ms - started).max(0) as u64
-            ));
-            last = last.max(d.delivered_ms);
-        }
-    }
-    measured.latencies.sort_unstable();
-    measured.errors = sent.rpc.errors + (sent.started_ms.len() as u64 - measured.ok);
-    measured.elapsed = Duration::from_millis((last - first).max(1) as u64);
-    measured
-}
-
-/// p50 and p99 of some millisecond values.
-fn quantiles(values: impl Iterator<Item = i64>) -> (i64, i64) {
-    let mut values: Vec<i64> = values.collect();
-    if values.is_empty() {
-        return (0, 0);
-    }
-    values.sort_unstable();
-    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn end_to_end_latency_runs_from_the_call_to_the_stored_delivery() {
-        let sent = Sent {
-            started_ms: HashMap::from([(1, 1_000), (2, 1_010), (3, 1_020)]),
-            rpc: Measured::default(),
-            queued: 3,
-        };
-        let delivered = HashMap::from([
-            (
-                1,
-                Delivered {
-                    queued_ms: 1_002,
-                    accepted_ms: 1_005,
-                    delivered_ms: 1_040,
-                },
-            ),
-            (
-                2,
-                Delivered {
-                    queued_ms: 1_012,
-                    accepted_ms: 1_020,
-                    delivered_ms: 1_110,
-                },
-            ),
-        ]);
-        let measured = end_to_end(&sent, &delivered);
-        assert_eq!((measured.ok, measured.errors), (2, 1), "3 never delivered");
-        assert_eq!(
-            measured.latencies,
-            [Duration::from_millis(40), Duration::from_millis(100)]
-        );
-        assert_eq!(measured.elapsed, Duration::from_millis(110));
-        assert_eq!(quantiles([5, 1, 9].into_iter()), (5, 9));
-    }
 }
