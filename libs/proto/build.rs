@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 use protox::prost::Message as _;
 
 const PROTOS: &[&str] = &[
+    "wamesh/analytics/v1/analytics.proto",
     "wamesh/messaging/v1/messaging.proto",
     "wamesh/ratelimit/v1/ratelimit.proto",
 ];

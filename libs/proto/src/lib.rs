@@ -10,6 +10,13 @@ pub use tonic;
 /// Every file of `proto/`, encoded, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wamesh_descriptor");
 
+/// `wamesh.analytics.v1`: rollups, overviews, alerts and export.
+pub mod analytics {
+    pub mod v1 {
+        tonic::include_proto!("wamesh.analytics.v1");
+    }
+}
+
 /// `wamesh.messaging.v1`: webhook ingest and the message store.
 pub mod messaging {
     pub mod v1 {

@@ -14,18 +14,21 @@ pub mod kind {
     pub const STATUS_UPDATED: &str = "status.updated";
     pub const SEND_QUEUED: &str = "send.queued";
     pub const SEND_ACCEPTED: &str = "send.accepted";
+    /// An attempt failed with a transient error; the message is queued again.
+    pub const SEND_RETRYING: &str = "send.retrying";
     pub const SEND_FAILED: &str = "send.failed";
     pub const SEND_DEAD: &str = "send.dead";
     pub const SEND_IN_DOUBT: &str = "send.in_doubt";
     pub const WEBHOOK_EVENT: &str = "webhook.event";
 
     /// Every kind, for checking a subscriber's filter.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         MESSAGE_RECEIVED,
         MESSAGE_ECHOED,
         STATUS_UPDATED,
         SEND_QUEUED,
         SEND_ACCEPTED,
+        SEND_RETRYING,
         SEND_FAILED,
         SEND_DEAD,
         SEND_IN_DOUBT,

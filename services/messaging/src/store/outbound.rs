@@ -112,11 +112,12 @@ fn queued_event(row: &OutboundRow) -> NewLogEvent {
     }
 }
 
-/// The event of a settled message, for the outcomes that change what it is (accepted, failed,
-/// dead, in doubt); deferrals and retries leave it queued and make none.
+/// The event of a settled message, for every attempt's outcome (accepted, retrying, failed,
+/// dead, in doubt); a deferral made no attempt and makes none.
 pub fn settled_event(settled: &Settled) -> Option<NewLogEvent> {
     let kind = match settled.kind.as_str() {
         "accepted" => kind::SEND_ACCEPTED,
+        "retry" => kind::SEND_RETRYING,
         "failed" => kind::SEND_FAILED,
         "dead" => kind::SEND_DEAD,
         "in_doubt" => kind::SEND_IN_DOUBT,

@@ -88,9 +88,13 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
     assert_eq!(received.traceparent.as_deref(), Some(TRACE));
     assert!(received.message_id.is_some_and(|id| id > 0));
 
-    // We queue two replies, send one, and another fails, then one goes dead, one in doubt.
+    // We queue replies: one is sent, one fails, one goes dead, one is deferred, one retried,
+    // and later one is in doubt.
     let rows: Vec<i64> = store
-        .enqueue(&[queued("a"), queued("b"), queued("c"), queued("d")], NOW)
+        .enqueue(
+            &[queued("a"), queued("b"), queued("c"), queued("d"), queued("r")],
+            NOW,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -127,6 +131,13 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
                     },
                 ),
                 settle(rows[3], Settlement::Deferred { until_ms: NOW + 1 }),
+                settle(
+                    rows[4],
+                    Settlement::Retry {
+                        at_ms: NOW + 60_000,
+                        error: failure(131000),
+                    },
+                ),
             ],
             NOW,
         )
@@ -158,29 +169,36 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
             "send.queued",
             "send.queued",
             "send.queued",
+            "send.queued",
             "send.accepted",
             "send.failed",
             "send.dead",
+            "send.retrying",
             "status.updated",
             "webhook.event",
         ],
-        "the deferral is no event; the repeated key and webhook add none"
+        "the deferral is no event (a retry is); the repeated key and webhook add none"
     );
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "numbered without gaps");
-    assert_eq!(store.last_event_seq().await.unwrap(), 10);
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "numbered without gaps");
+    assert_eq!(store.last_event_seq().await.unwrap(), 12);
     let first_queued = &events[1];
     assert_eq!(first_queued.outbound_id, Some(rows[0]));
     assert_eq!(first_queued.template_name.as_deref(), Some("order_update"));
     assert_eq!(first_queued.traceparent.as_deref(), Some(TRACE));
-    let accepted = &events[5];
+    let accepted = &events[6];
     assert_eq!(
         (accepted.outbound_id, accepted.wamid.as_deref()),
         (Some(rows[0]), Some("wamid.OUT1"))
     );
     assert_eq!(accepted.traceparent.as_deref(), Some(send_trace));
-    assert_eq!(events[6].error_code, 131026);
-    let delivered = &events[8];
+    assert_eq!(events[7].error_code, 131026);
+    assert_eq!(
+        (events[9].outbound_id, events[9].error_code),
+        (Some(rows[4]), 131000),
+        "the retried attempt's error"
+    );
+    let delivered = &events[10];
     assert_eq!(delivered.status.as_deref(), Some("delivered"));
     assert_eq!(delivered.outbound_id, Some(rows[0]));
     assert!(
@@ -188,7 +206,7 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
         "the stored outbound message"
     );
     assert_eq!(delivered.traceparent.as_deref(), Some(send_trace));
-    assert_eq!(events[9].message_type.as_deref(), Some("account_update"));
+    assert_eq!(events[11].message_type.as_deref(), Some("account_update"));
     assert!(events.iter().all(|e| e.committed_at_ms >= NOW));
 
     // A claim that expires: in doubt, one event.
@@ -197,12 +215,12 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
     store.reconcile(NOW + 20, NOW - 1).await.unwrap();
     let last = all_events(&*store).await;
     assert_eq!(
-        kinds(&last[10..]),
+        kinds(&last[12..]),
         ["send.queued", "send.in_doubt"],
         "e queued, claimed, expired (d, deferred, is not due yet)"
     );
     assert_eq!(
-        last[11].traceparent.as_deref(),
+        last[13].traceparent.as_deref(),
         Some(TRACE),
         "the message's own trace"
     );

@@ -1,0 +1,493 @@
+//! analytics' store on SQLite (the embedded default): one writer, a batch written row by row
+//! inside one `BEGIN IMMEDIATE` transaction.
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection};
+
+use super::sql::{self, Bind};
+use super::{
+    Commit, ConversationSums, Cursor, DeliverySketch, GroupBy, MessageSums, Purged, Selection,
+    Store, StoreError,
+};
+use crate::apply::Needs;
+use crate::facts::{Direction, Fact, UserState};
+use crate::rollup::{ConversationCounts, ConversationDelta, MessageCounts, MessageKey, NumberKey};
+use crate::sketch::{Distinct, Quantiles};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+const FACT_COLUMNS: &str = "key, wamid, number, user_hash, direction, message_type, template, \
+    pricing_category, at_ms, delivered_ms, read_ms, failed_ms, error_code, replied, clicked";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn hash_key(&self) -> Result<Vec<u8>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT hash_key FROM consumer")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn cursor(&self) -> Result<Cursor, StoreError> {
+        let (seq, events_applied) =
+            sqlx::query_as("SELECT cursor, events_applied FROM consumer")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Cursor {
+            seq,
+            events_applied,
+        })
+    }
+
+    async fn load(&self, needs: &Needs) -> Result<(Vec<Fact>, Vec<UserState>), StoreError> {
+        let facts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FACT_COLUMNS} FROM facts
+             WHERE key IN (SELECT value FROM json_each(?1))
+                OR wamid IN (SELECT value FROM json_each(?2))"
+        )))
+        .bind(json(&needs.fact_keys))
+        .bind(json(&needs.wamids))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(fact_of_row)
+        .collect::<Result<_, _>>()?;
+        let pairs: Vec<(&str, i64)> = needs
+            .users
+            .iter()
+            .map(|(number, user)| (number.as_str(), *user as i64))
+            .collect();
+        let users = sqlx::query(
+            "SELECT number, user_hash, last_direction, turn_started_ms, session_started_ms,
+                 session_last_ms
+             FROM users WHERE (number, user_hash) IN
+                 (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+                  FROM json_each(?1))",
+        )
+        .bind(json(&pairs))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(user_of_row)
+        .collect::<Result<_, _>>()?;
+        Ok((facts, users))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Cursor, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let moved: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE consumer SET cursor = ?1, events_applied = events_applied + ?2,
+                 updated_at_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+             WHERE cursor = ?3 RETURNING cursor, events_applied",
+        )
+        .bind(commit.to_seq)
+        .bind(commit.events)
+        .bind(commit.from.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((seq, events_applied)) = moved else {
+            return Err(StoreError::CursorMoved);
+        };
+        for fact in &commit.facts {
+            write_fact(&mut tx, fact).await?;
+        }
+        for user in &commit.users {
+            write_user(&mut tx, user).await?;
+        }
+        for (key, counts) in &commit.rollups.messages {
+            write_message_rollup(&mut tx, key, counts).await?;
+        }
+        for (key, delta) in &commit.rollups.conversations {
+            write_conversation(&mut tx, key, delta).await?;
+        }
+        for ((key, template), sketch) in &commit.rollups.delivery {
+            write_delivery(&mut tx, key, template, sketch).await?;
+        }
+        tx.commit().await?;
+        Ok(Cursor {
+            seq,
+            events_applied,
+        })
+    }
+
+    async fn message_sums(
+        &self,
+        selection: &Selection,
+        by: GroupBy,
+    ) -> Result<Vec<MessageSums>, StoreError> {
+        let (clause, binds) = sql::where_clause(selection, &sql::MESSAGE_DIMS, |n| format!("?{n}"));
+        let (select, group_by) = sql::message_sums(by);
+        let text = format!("SELECT {select} FROM message_rollups WHERE {clause} {group_by}");
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sums = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sum = |i: usize| -> Result<i64, sqlx::Error> {
+                Ok(row.try_get::<Option<i64>, _>(i)?.unwrap_or(0))
+            };
+            let one = MessageSums {
+                bucket_ms: row.try_get(0)?,
+                template: row.try_get(1)?,
+                error_code: row.try_get(2)?,
+                counts: MessageCounts {
+                    messages_in: sum(3)?,
+                    messages_out: sum(4)?,
+                    delivered: sum(5)?,
+                    read: sum(6)?,
+                    failed: sum(7)?,
+                    rejected: sum(8)?,
+                    replied: sum(9)?,
+                    clicked: sum(10)?,
+                },
+            };
+            if !one.counts.is_zero() {
+                sums.push(one);
+            }
+        }
+        Ok(sums)
+    }
+
+    async fn conversation_sums(
+        &self,
+        selection: &Selection,
+        by_bucket: bool,
+    ) -> Result<Vec<ConversationSums>, StoreError> {
+        let (clause, binds) =
+            sql::where_clause(selection, &sql::CONVERSATION_DIMS, |n| format!("?{n}"));
+        let text = format!(
+            "SELECT bucket_ms, user_turns, user_turns_answered, business_turns,
+                 business_turns_answered, sessions, session_ms, response_ms, users
+             FROM conversation_rollups WHERE {clause}"
+        );
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sums = Vec::new();
+        for row in &rows {
+            let one = ConversationSums {
+                bucket_ms: row.try_get(0)?,
+                counts: ConversationCounts {
+                    user_turns: row.try_get(1)?,
+                    user_turns_answered: row.try_get(2)?,
+                    business_turns: row.try_get(3)?,
+                    business_turns_answered: row.try_get(4)?,
+                    sessions: row.try_get(5)?,
+                    session_ms: row.try_get(6)?,
+                },
+                response_ms: Quantiles::decode(row.try_get::<&[u8], _>(7)?)?,
+                users: Distinct::decode(row.try_get::<&[u8], _>(8)?)?,
+            };
+            super::merge_conversation(&mut sums, one, by_bucket);
+        }
+        Ok(sums)
+    }
+
+    async fn delivery_sketches(
+        &self,
+        selection: &Selection,
+        by_bucket: bool,
+        by_template: bool,
+    ) -> Result<Vec<DeliverySketch>, StoreError> {
+        let (clause, binds) = sql::where_clause(selection, &sql::DELIVERY_DIMS, |n| format!("?{n}"));
+        let text = format!("SELECT bucket_ms, template, sketch FROM delivery_sketches WHERE {clause}");
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut merged = Vec::new();
+        for row in &rows {
+            let one = DeliverySketch {
+                bucket_ms: row.try_get(0)?,
+                template: row.try_get(1)?,
+                sketch: Quantiles::decode(row.try_get::<&[u8], _>(2)?)?,
+            };
+            super::merge_delivery(&mut merged, one, by_bucket, by_template);
+        }
+        Ok(merged)
+    }
+
+    async fn purge(&self, before_ms: i64) -> Result<Purged, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let mut rollups = 0;
+        for table in ["message_rollups", "conversation_rollups", "delivery_sketches"] {
+            rollups += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE bucket_ms < ?1")))
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        let facts = sqlx::query("DELETE FROM facts WHERE coalesce(at_ms, failed_ms) < ?1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let users = sqlx::query("DELETE FROM users WHERE session_last_ms < ?1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Purged {
+            rollups,
+            facts,
+            users,
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+/// A list as a JSON array, the way SQLite takes one (`json_each`).
+fn json<T: serde::Serialize>(list: &[T]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(s) => query.bind(s.as_str()),
+            Bind::Int(i) => query.bind(*i),
+        };
+    }
+    query
+}
+
+fn fact_of_row(row: &SqliteRow) -> Result<Fact, StoreError> {
+    let direction: String = row.try_get("direction")?;
+    Ok(Fact {
+        key: row.try_get("key")?,
+        wamid: row.try_get("wamid")?,
+        number: row.try_get("number")?,
+        user: row.try_get::<i64, _>("user_hash")? as u64,
+        direction: Direction::parse(&direction).unwrap_or(Direction::Outbound),
+        message_type: row.try_get("message_type")?,
+        template: row.try_get("template")?,
+        pricing_category: row.try_get("pricing_category")?,
+        at_ms: row.try_get("at_ms")?,
+        delivered_ms: row.try_get("delivered_ms")?,
+        read_ms: row.try_get("read_ms")?,
+        failed_ms: row.try_get("failed_ms")?,
+        error_code: row.try_get("error_code")?,
+        replied: row.try_get("replied")?,
+        clicked: row.try_get("clicked")?,
+    })
+}
+
+fn user_of_row(row: &SqliteRow) -> Result<UserState, StoreError> {
+    let last: Option<String> = row.try_get("last_direction")?;
+    Ok(UserState {
+        number: row.try_get("number")?,
+        user: row.try_get::<i64, _>("user_hash")? as u64,
+        last_direction: last.as_deref().and_then(Direction::parse),
+        turn_started_ms: row.try_get("turn_started_ms")?,
+        session_started_ms: row.try_get("session_started_ms")?,
+        session_last_ms: row.try_get("session_last_ms")?,
+    })
+}
+
+async fn write_fact(conn: &mut SqliteConnection, f: &Fact) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT OR REPLACE INTO facts ({FACT_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    )))
+    .bind(&f.key)
+    .bind(f.wamid.as_deref())
+    .bind(&f.number)
+    .bind(f.user as i64)
+    .bind(f.direction.as_str())
+    .bind(&f.message_type)
+    .bind(&f.template)
+    .bind(&f.pricing_category)
+    .bind(f.at_ms)
+    .bind(f.delivered_ms)
+    .bind(f.read_ms)
+    .bind(f.failed_ms)
+    .bind(f.error_code)
+    .bind(f.replied)
+    .bind(f.clicked)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_user(conn: &mut SqliteConnection, u: &UserState) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO users (number, user_hash, last_direction, turn_started_ms,
+             session_started_ms, session_last_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(&u.number)
+    .bind(u.user as i64)
+    .bind(u.last_direction.map(Direction::as_str))
+    .bind(u.turn_started_ms)
+    .bind(u.session_started_ms)
+    .bind(u.session_last_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_message_rollup(
+    conn: &mut SqliteConnection,
+    k: &MessageKey,
+    c: &MessageCounts,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO message_rollups (grain, bucket_ms, number, direction, message_type, template,
+             pricing_category, error_code, messages_in, messages_out, delivered, read, failed,
+             rejected, replied, clicked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (grain, bucket_ms, number, direction, message_type, template,
+             pricing_category, error_code) DO UPDATE SET
+             messages_in = messages_in + excluded.messages_in,
+             messages_out = messages_out + excluded.messages_out,
+             delivered = delivered + excluded.delivered, read = read + excluded.read,
+             failed = failed + excluded.failed, rejected = rejected + excluded.rejected,
+             replied = replied + excluded.replied,
+             clicked = clicked + excluded.clicked",
+    )
+    .bind(k.grain.as_str())
+    .bind(k.bucket_ms)
+    .bind(&k.dims.number)
+    .bind(k.dims.direction)
+    .bind(&k.dims.message_type)
+    .bind(&k.dims.template)
+    .bind(&k.dims.pricing_category)
+    .bind(k.dims.error_code)
+    .bind(c.messages_in)
+    .bind(c.messages_out)
+    .bind(c.delivered)
+    .bind(c.read)
+    .bind(c.failed)
+    .bind(c.rejected)
+    .bind(c.replied)
+    .bind(c.clicked)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_conversation(
+    conn: &mut SqliteConnection,
+    k: &NumberKey,
+    delta: &ConversationDelta,
+) -> Result<(), StoreError> {
+    let stored: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT response_ms, users FROM conversation_rollups
+         WHERE grain = ?1 AND bucket_ms = ?2 AND number = ?3",
+    )
+    .bind(k.grain.as_str())
+    .bind(k.bucket_ms)
+    .bind(&k.number)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (mut response, mut users) = match stored {
+        Some((r, u)) => (Quantiles::decode(&r)?, Distinct::decode(&u)?),
+        None => (Quantiles::default(), Distinct::default()),
+    };
+    response.merge(&delta.response_ms);
+    users.merge(&delta.users);
+    let c = &delta.counts;
+    sqlx::query(
+        "INSERT INTO conversation_rollups (grain, bucket_ms, number, user_turns,
+             user_turns_answered, business_turns, business_turns_answered, sessions, session_ms,
+             response_ms, users)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (grain, bucket_ms, number) DO UPDATE SET
+             user_turns = user_turns + excluded.user_turns,
+             user_turns_answered = user_turns_answered + excluded.user_turns_answered,
+             business_turns = business_turns + excluded.business_turns,
+             business_turns_answered = business_turns_answered + excluded.business_turns_answered,
+             sessions = sessions + excluded.sessions, session_ms = session_ms + excluded.session_ms,
+             response_ms = excluded.response_ms, users = excluded.users",
+    )
+    .bind(k.grain.as_str())
+    .bind(k.bucket_ms)
+    .bind(&k.number)
+    .bind(c.user_turns)
+    .bind(c.user_turns_answered)
+    .bind(c.business_turns)
+    .bind(c.business_turns_answered)
+    .bind(c.sessions)
+    .bind(c.session_ms)
+    .bind(response.encode())
+    .bind(users.encode())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_delivery(
+    conn: &mut SqliteConnection,
+    k: &NumberKey,
+    template: &str,
+    sketch: &Quantiles,
+) -> Result<(), StoreError> {
+    let stored: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT sketch FROM delivery_sketches
+         WHERE grain = ?1 AND bucket_ms = ?2 AND number = ?3 AND template = ?4",
+    )
+    .bind(k.grain.as_str())
+    .bind(k.bucket_ms)
+    .bind(&k.number)
+    .bind(template)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut merged = match stored {
+        Some(bytes) => Quantiles::decode(&bytes)?,
+        None => Quantiles::default(),
+    };
+    merged.merge(sketch);
+    sqlx::query(
+        "INSERT OR REPLACE INTO delivery_sketches (grain, bucket_ms, number, template, sketch)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(k.grain.as_str())
+    .bind(k.bucket_ms)
+    .bind(&k.number)
+    .bind(template)
+    .bind(merged.encode())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
