@@ -28,6 +28,9 @@ pub enum Command {
     Messaging(Box<MessagingArgs>),
     /// Run the rate-limit service (gRPC; metrics and health on --metrics-addr).
     Ratelimit(RatelimitArgs),
+    /// Run the analytics service: counts messaging's event log into rollups (gRPC; metrics and
+    /// health on --metrics-addr).
+    Analytics(Box<AnalyticsArgs>),
     /// Run the simulator of Meta's Graph API (`POST /{version}/{phone_number_id}/messages`,
     /// everything received at `GET /_sim/messages`).
     Simulator(SimulatorArgs),
@@ -52,6 +55,7 @@ impl Command {
             Self::Gateway(_) => "gateway",
             Self::Messaging(_) => "messaging",
             Self::Ratelimit(_) => "ratelimit",
+            Self::Analytics(_) => "analytics",
             Self::Simulator(_) => "simulator",
             Self::Migrate(_) => "wamesh-migrate",
             Self::Send(_) => "wamesh-send",
@@ -243,6 +247,38 @@ pub struct RatelimitArgs {
     pub limiter: LimiterArgs,
 }
 
+/// How analytics counts (shared by `wamesh analytics` and `wamesh dev`).
+#[derive(Debug, Clone, Args)]
+pub struct RollupArgs {
+    /// The width of the finest rollup bucket, ms (it must divide a day).
+    #[arg(long, env = "ANALYTICS_AGGREGATION_INTERVAL", default_value_t = 3_600_000)]
+    pub aggregation_interval: i64,
+    /// Rollups and message facts older than this many days are purged.
+    #[arg(long, env = "ANALYTICS_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnalyticsArgs {
+    #[arg(long, env = "WAMESH_ANALYTICS_ADDR", default_value = "0.0.0.0:50053")]
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "WAMESH_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// analytics' own database (not messaging's).
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// messaging's gRPC address: the event log analytics counts.
+    #[arg(
+        long,
+        env = "WAMESH_MESSAGING_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub messaging_url: String,
+    #[command(flatten)]
+    pub rollups: RollupArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SimulatorArgs {
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "0.0.0.0:8090")]
@@ -273,6 +309,13 @@ pub struct DevArgs {
     pub database_url: Option<String>,
     #[arg(long, env = "WAMESH_RATELIMIT_ADDR", default_value = "127.0.0.1:50052")]
     pub ratelimit_addr: SocketAddr,
+    #[arg(long, env = "WAMESH_ANALYTICS_ADDR", default_value = "127.0.0.1:50053")]
+    pub analytics_addr: SocketAddr,
+    /// analytics' database (SQLite under --data-dir when unset; never messaging's).
+    #[arg(long, env = "WAMESH_ANALYTICS_DATABASE_URL")]
+    pub analytics_database_url: Option<String>,
+    #[command(flatten)]
+    pub rollups: RollupArgs,
     /// The simulator of Meta's Graph API.
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
     pub simulator_addr: SocketAddr,

@@ -1,14 +1,15 @@
-//! The mesh in one process: the simulator, rate-limit, messaging and the gateway on listeners
-//! the caller binds (port 0 in tests), stopped in the right order: the gateway first (it stops
-//! taking webhooks and finishes those in flight, which still need messaging), then messaging
-//! (which drains group commit), then rate-limit (which messaging's senders ask), then the
-//! simulator (which they send to).
+//! The mesh in one process: the simulator, rate-limit, messaging, analytics and the gateway on
+//! listeners the caller binds (port 0 in tests), stopped in the right order: the gateway first
+//! (it stops taking webhooks and finishes those in flight, which still need messaging), then
+//! analytics (which reads messaging's event log), then messaging (which drains group commit),
+//! then rate-limit (which messaging's senders ask), then the simulator (which they send to).
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{RateLimit, RateLimitConfig};
@@ -31,6 +32,8 @@ pub struct MeshConfig {
     pub ratelimit: Option<(TcpListener, RateLimitConfig)>,
     /// The simulator of Meta's Graph API, when this mesh runs one.
     pub simulator: Option<(TcpListener, SimulatorConfig)>,
+    /// The analytics service, when this mesh runs one (its `messaging_url` is set here).
+    pub analytics: Option<(TcpListener, AnalyticsConfig)>,
 }
 
 /// A running mesh.
@@ -43,7 +46,10 @@ pub struct Mesh {
     pub ratelimit: Option<(SocketAddr, &'static str)>,
     /// Where the simulator listens.
     pub simulator: Option<SocketAddr>,
+    /// Where analytics listens, and its backend.
+    pub analytics: Option<(SocketAddr, &'static str)>,
     gateway: Service,
+    analytics_service: Option<Service>,
     messaging: Service,
     ratelimit_service: Option<Service>,
     simulator_service: Option<Service>,
@@ -152,6 +158,23 @@ impl Mesh {
         let messaging = spawn("messaging", |stop| {
             messaging.serve(config.messaging_listener, stop)
         });
+        let (analytics, analytics_service) = match config.analytics {
+            Some((listener, analytics_config)) => {
+                let addr = listener.local_addr()?;
+                let service = Analytics::build(AnalyticsConfig {
+                    messaging_url: format!("http://{messaging_addr}"),
+                    ..analytics_config
+                })
+                .await
+                .context("starting analytics")?;
+                let backend = service.store().backend();
+                (
+                    Some((addr, backend)),
+                    Some(spawn("analytics", |stop| service.serve(listener, stop))),
+                )
+            }
+            None => (None, None),
+        };
         let gateway = Gateway::build(GatewayConfig {
             numbers: config.numbers,
             messaging_url: format!("http://{messaging_addr}"),
@@ -166,15 +189,17 @@ impl Mesh {
             backend,
             ratelimit,
             simulator,
+            analytics,
             gateway,
+            analytics_service,
             messaging,
             ratelimit_service,
             simulator_service,
         })
     }
 
-    /// Stops the gateway, then messaging, rate-limit and the simulator, each draining what it
-    /// has in flight.
+    /// Stops the gateway, then analytics, messaging, rate-limit and the simulator, each draining
+    /// what it has in flight.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.run_until(async {}).await
     }
@@ -183,7 +208,9 @@ impl Mesh {
     /// first (an error, a panic), the others are stopped the same way and its error returned:
     /// a mesh is never left running with a part missing.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let mut services = vec![self.gateway, self.messaging];
+        let mut services = vec![self.gateway];
+        services.extend(self.analytics_service);
+        services.push(self.messaging);
         services.extend(self.ratelimit_service);
         services.extend(self.simulator_service);
         run_until(services, signal).await

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
@@ -14,8 +15,8 @@ use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 use wamesh_simulator::{Simulator, WebhookTarget};
 
 use crate::cli::{
-    BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs, MessagingArgs,
-    NumberArgs, RatelimitArgs, SendArgs, SimulatorArgs, StoreArgs,
+    AnalyticsArgs, BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs,
+    MessagingArgs, NumberArgs, RatelimitArgs, RollupArgs, SendArgs, SimulatorArgs, StoreArgs,
 };
 use crate::mesh::{Mesh, MeshConfig};
 
@@ -25,6 +26,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Gateway(args) => gateway(args).await,
         Command::Messaging(args) => messaging(*args).await,
         Command::Ratelimit(args) => ratelimit(args).await,
+        Command::Analytics(args) => analytics(*args).await,
         Command::Simulator(args) => simulator(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Send(args) => crate::send::run(args).await,
@@ -52,6 +54,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|n| n.access_token.clone())
         .collect();
+    let analytics_database_url = args.analytics_database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("analytics.db").display()
+        )
+    });
     let gateway_listener = bind(args.gateway_addr).await?;
     let ratelimit_listener = bind(args.ratelimit_addr).await?;
     let simulator_listener = bind(args.simulator_addr).await?;
@@ -83,6 +91,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ingest_timeout: std::time::Duration::from_secs(10),
         ratelimit: Some((ratelimit_listener, ratelimit_config(&args.limiter))),
         simulator: Some((simulator_listener, simulator)),
+        analytics: Some((
+            bind(args.analytics_addr).await?,
+            analytics_config(analytics_database_url, 8, String::new(), &args.rollups),
+        )),
     })
     .await?;
     seed_dev_templates(mesh.messaging_addr).await?;
@@ -98,6 +110,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some((addr, backend)) = mesh.ratelimit {
         println!(
             "  ratelimit  grpc://{addr}  (wamesh.ratelimit.v1.RateLimiter, buckets in {backend})"
+        );
+    }
+    if let Some((addr, backend)) = mesh.analytics {
+        println!(
+            "  analytics  grpc://{addr}  (wamesh.analytics.v1.Analytics, rollups in {backend})"
         );
     }
     if let Some(addr) = mesh.simulator {
@@ -247,6 +264,67 @@ async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
         )
     })
     .await
+}
+
+async fn analytics(args: AnalyticsArgs) -> anyhow::Result<()> {
+    let analytics = Analytics::build(analytics_config(
+        args.store.database_url.clone(),
+        args.store.db_max_connections,
+        args.messaging_url.clone(),
+        &args.rollups,
+    ))
+    .await
+    .context("starting analytics")?;
+    let store = analytics.store();
+    let admin = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    match store.cursor().await {
+                        Ok(_) => (axum::http::StatusCode::OK, "ready"),
+                        Err(_) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "database unavailable",
+                        ),
+                    }
+                }
+            }),
+        )
+        .merge(wamesh_runtime::metrics::router(
+            wamesh_runtime::metrics::install(),
+        ))
+        .layer(HttpMetricsLayer::new("analytics"));
+    let admin_listener = bind(args.metrics_addr).await?;
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "analytics listening");
+    serve_until_signal(|stop| {
+        with_admin(
+            admin_listener,
+            admin,
+            stop.clone(),
+            analytics.serve(listener, stop),
+        )
+    })
+    .await
+}
+
+pub fn analytics_config(
+    database_url: String,
+    max_db_connections: u32,
+    messaging_url: String,
+    args: &RollupArgs,
+) -> AnalyticsConfig {
+    AnalyticsConfig {
+        database_url,
+        max_db_connections,
+        messaging_url,
+        aggregation_interval_ms: args.aggregation_interval,
+        retention_days: args.retention_days,
+        consumer: wamesh_analytics::consumer::ConsumerConfig::default(),
+    }
 }
 
 /// Runs a service's gRPC server beside its admin HTTP server (`/metrics`, `/healthz`,

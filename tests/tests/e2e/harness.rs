@@ -161,6 +161,7 @@ impl TestMesh {
             send: SendConfig::default(),
             ratelimit: None,
             simulator: None,
+            analytics: None,
         })
         .await
         .unwrap_or_else(|e| panic!("starting the mesh on {}: {e:#}", backend.name()));

@@ -209,6 +209,7 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
         send: wamesh_messaging::SendConfig::default(),
         ratelimit: None,
         simulator: None,
+        analytics: None,
     })
     .await
 }

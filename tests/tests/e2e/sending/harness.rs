@@ -187,6 +187,11 @@ impl SendMesh {
         }
     }
 
+    /// messaging's gRPC address, as other services dial it.
+    pub fn messaging_url(&self) -> String {
+        format!("http://{}", self.messaging_addr)
+    }
+
     pub fn grpc(&self) -> MessagingClient<Channel> {
         self.grpc.clone()
     }

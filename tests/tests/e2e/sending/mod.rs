@@ -7,8 +7,10 @@
 //!   delivery timeline and the workers' report.
 //! - [`limits`]: a number's throughput, a user's pair rate and the messaging-limit tier hold.
 //! - [`crash`]: messaging killed in the middle of a load sends every message exactly once.
+//! - [`analytics`]: analytics and messaging killed mid-stream count every event exactly once.
 mod harness;
 
+mod analytics;
 mod content;
 mod crash;
 mod limits;

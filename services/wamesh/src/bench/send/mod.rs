@@ -179,6 +179,7 @@ impl Bench {
                     ..SimulatorConfig::default()
                 },
             )),
+            analytics: None,
         })
         .await?;
         let grpc = MessagingClient::new(
