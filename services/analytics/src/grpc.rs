@@ -4,11 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 use wamesh_proto::analytics::v1 as pb;
 
 use crate::consumer::Progress;
+use crate::export;
 use crate::error::AnalyticsError;
 use crate::query::{self, Percentiles, Range};
 use crate::rollup::Grain;
@@ -251,11 +252,59 @@ impl pb::analytics_server::Analytics for AnalyticsService {
 
     type ExportStream = ServiceStream<pb::ExportChunk>;
 
+    #[tracing::instrument(skip_all)]
     async fn export(
         &self,
-        _: Request<pb::ExportRequest>,
+        request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        Err(Status::unimplemented("Export is not built yet"))
+        let request = request.into_inner();
+        let grain = match pb::Granularity::try_from(request.granularity) {
+            Ok(pb::Granularity::Day) => Grain::Day,
+            Ok(_) => Grain::Hour,
+            Err(_) => {
+                return Err(AnalyticsError::InvalidArgument(format!(
+                    "granularity: {} is not HOUR or DAY",
+                    request.granularity
+                ))
+                .into());
+            }
+        };
+        let dataset = match pb::ExportDataset::try_from(request.dataset) {
+            Ok(pb::ExportDataset::Rollups) => export::Dataset::Rollups(grain),
+            Ok(pb::ExportDataset::Templates) => export::Dataset::Templates,
+            Ok(pb::ExportDataset::Messages) => export::Dataset::Messages,
+            _ => {
+                return Err(AnalyticsError::InvalidArgument(
+                    "dataset: one of ROLLUPS, TEMPLATES, MESSAGES".into(),
+                )
+                .into());
+            }
+        };
+        let format = match pb::ExportFormat::try_from(request.format) {
+            Ok(pb::ExportFormat::Csv) => export::Format::Csv,
+            Ok(pb::ExportFormat::Json) => export::Format::Json,
+            _ => {
+                return Err(
+                    AnalyticsError::InvalidArgument("format: one of CSV, JSON".into()).into(),
+                );
+            }
+        };
+        let range = self.custom(request.range.as_ref())?;
+        let (chunks, stream) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(export::run(
+            self.store.clone(),
+            dataset,
+            format,
+            range,
+            non_empty(request.business_phone_number_id),
+            chunks,
+        ));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(stream).map(|chunk| {
+            chunk
+                .map(|data| pb::ExportChunk { data })
+                .map_err(|e| Status::from(AnalyticsError::from(e)))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_consumer_status(

@@ -9,7 +9,8 @@
 //!   distinct-count sketches stored with them;
 //! - [`store`]: the storage trait, its Postgres and SQLite backends (migrations under
 //!   `migrations/`), one conformance suite for both;
-//! - [`query`]: overview, time series and template performance from the rollups;
+//! - [`query`]: overview, time series and template performance from the rollups; [`export`]:
+//!   rollups, templates and message facts as CSV or JSON lines, streamed;
 //! - [`live`]: the last minutes in memory, for alerts and health;
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod apply;
 pub mod consumer;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod facts;
 pub mod grpc;
 pub mod live;

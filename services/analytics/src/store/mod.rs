@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::apply::Needs;
 use crate::facts::{Fact, UserState};
-use crate::rollup::{ConversationCounts, Grain, MessageCounts, RollupChanges};
+use crate::rollup::{ConversationCounts, Grain, MessageCounts, MessageDims, RollupChanges};
 use crate::sketch::{Distinct, Quantiles};
 
 /// Opens the store a URL names (`postgres://...` or `sqlite://...`), running its migrations.
@@ -100,6 +100,15 @@ pub struct DeliverySketch {
     pub sketch: Quantiles,
 }
 
+/// One stored message rollup, as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub grain: Grain,
+    pub bucket_ms: i64,
+    pub dims: MessageDims,
+    pub counts: MessageCounts,
+}
+
 /// What a retention purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Purged {
@@ -144,6 +153,26 @@ pub trait Store: Send + Sync {
         by_bucket: bool,
         by_template: bool,
     ) -> Result<Vec<DeliverySketch>, StoreError>;
+
+    /// The message rollups of `grain` whose bucket begins in `[from_ms, to_ms)`, in key order.
+    async fn rollup_rows(
+        &self,
+        grain: Grain,
+        from_ms: i64,
+        to_ms: i64,
+        number: Option<&str>,
+    ) -> Result<Vec<RollupRow>, StoreError>;
+
+    /// Facts of messages whose time (sent or received, else failed) is in `[from_ms, to_ms)`,
+    /// in (time, key) order after `after`, at most `limit`.
+    async fn facts_page(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        number: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Fact>, StoreError>;
 
     /// Removes rollups of buckets that begin before `before_ms`, facts of messages from before
     /// it, and users not seen since.

@@ -37,4 +37,5 @@ macro_rules! conformance {
     };
 }
 
+mod api;
 mod rollups;

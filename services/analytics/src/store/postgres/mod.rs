@@ -9,12 +9,12 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::sql::{self, Bind};
 use super::{
-    Commit, ConversationSums, Cursor, DeliverySketch, GroupBy, MessageSums, Purged, Selection,
-    Store, StoreError,
+    Commit, ConversationSums, Cursor, DeliverySketch, GroupBy, MessageSums, Purged, RollupRow,
+    Selection, Store, StoreError,
 };
 use crate::apply::Needs;
 use crate::facts::{Direction, Fact, UserState};
-use crate::rollup::{ConversationCounts, MessageCounts, NumberKey};
+use crate::rollup::{ConversationCounts, Grain, MessageCounts, MessageDims, NumberKey};
 use crate::sketch::{Distinct, Quantiles};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -222,6 +222,60 @@ impl Store for PgStore {
         Ok(merged)
     }
 
+    async fn rollup_rows(
+        &self,
+        grain: Grain,
+        from_ms: i64,
+        to_ms: i64,
+        number: Option<&str>,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bucket_ms, number, direction, message_type, template, pricing_category,
+                 error_code, messages_in, messages_out, delivered, read, failed, rejected, replied,
+                 clicked
+             FROM message_rollups
+             WHERE grain = $1 AND bucket_ms >= $2 AND bucket_ms < $3
+                 AND ($4 IS NULL OR number = $4)
+             ORDER BY bucket_ms, number, direction, message_type, template, pricing_category,
+                 error_code",
+        )
+        .bind(grain.as_str())
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(number)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| rollup_of_row(grain, row)).collect()
+    }
+
+    async fn facts_page(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        number: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Fact>, StoreError> {
+        let (after_ms, after_key) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FACT_COLUMNS} FROM facts
+             WHERE coalesce(at_ms, failed_ms) >= $1 AND coalesce(at_ms, failed_ms) < $2
+                 AND ($3 IS NULL OR number = $3)
+                 AND (coalesce(at_ms, failed_ms) > $4
+                      OR (coalesce(at_ms, failed_ms) = $4 AND key > $5))
+             ORDER BY coalesce(at_ms, failed_ms), key LIMIT $6"
+        )))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(number)
+        .bind(after_ms)
+        .bind(after_key)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(fact_of_row).collect()
+    }
+
     async fn purge(&self, before_ms: i64) -> Result<Purged, StoreError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
         let mut rollups = 0;
@@ -266,6 +320,32 @@ fn bind_all<'q>(
         };
     }
     query
+}
+
+fn rollup_of_row(grain: Grain, row: &sqlx::postgres::PgRow) -> Result<RollupRow, StoreError> {
+    let direction: String = row.try_get("direction")?;
+    Ok(RollupRow {
+        grain,
+        bucket_ms: row.try_get("bucket_ms")?,
+        dims: MessageDims {
+            number: row.try_get("number")?,
+            direction: Direction::parse(&direction).unwrap_or(Direction::Outbound).as_str(),
+            message_type: row.try_get("message_type")?,
+            template: row.try_get("template")?,
+            pricing_category: row.try_get("pricing_category")?,
+            error_code: row.try_get("error_code")?,
+        },
+        counts: MessageCounts {
+            messages_in: row.try_get("messages_in")?,
+            messages_out: row.try_get("messages_out")?,
+            delivered: row.try_get("delivered")?,
+            read: row.try_get("read")?,
+            failed: row.try_get("failed")?,
+            rejected: row.try_get("rejected")?,
+            replied: row.try_get("replied")?,
+            clicked: row.try_get("clicked")?,
+        },
+    })
 }
 
 fn fact_of_row(row: &sqlx::postgres::PgRow) -> Result<Fact, StoreError> {
