@@ -20,15 +20,23 @@ pub struct AnalyticsService {
     progress: Arc<Progress>,
     interval_ms: i64,
     now_ms: fn() -> i64,
+    /// The firing alerts and their changes, published by the alert evaluator.
+    alerts: crate::alerts::Hub,
 }
 
 impl AnalyticsService {
-    pub fn new(store: Arc<dyn Store>, progress: Arc<Progress>, interval_ms: i64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        progress: Arc<Progress>,
+        interval_ms: i64,
+        alerts: crate::alerts::Hub,
+    ) -> Self {
         Self {
             store,
             progress,
             interval_ms,
             now_ms: crate::now_ms,
+            alerts,
         }
     }
 
@@ -234,20 +242,38 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         Err(Status::unimplemented("GetSystemHealth is not built yet"))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_alerts(
         &self,
-        _: Request<pb::ListAlertsRequest>,
+        request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
-        Err(Status::unimplemented("ListAlerts is not built yet"))
+        let request = request.into_inner();
+        let limit = crate::alerts::list_limit(request.limit)?;
+        let alerts = self
+            .store
+            .list_alerts(request.firing_only, limit)
+            .await
+            .map_err(AnalyticsError::from)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: alerts.iter().map(pb::Alert::from).collect(),
+        }))
     }
 
     type StreamAlertsStream = ServiceStream<pb::AlertChange>;
 
+    #[tracing::instrument(skip_all)]
     async fn stream_alerts(
         &self,
         _: Request<pb::StreamAlertsRequest>,
     ) -> Result<Response<Self::StreamAlertsStream>, Status> {
-        Err(Status::unimplemented("StreamAlerts is not built yet"))
+        // A subscriber that falls behind ends with ABORTED (call again for a fresh snapshot)
+        // rather than silently miss a change.
+        let changes = self.alerts.subscribe().map(|change| {
+            change
+                .map(pb::AlertChange::from)
+                .map_err(|lagged| Status::aborted(lagged.to_string()))
+        });
+        Ok(Response::new(Box::pin(changes)))
     }
 
     type ExportStream = ServiceStream<pb::ExportChunk>;

@@ -12,9 +12,12 @@
 //! - [`query`]: overview, time series and template performance from the rollups; [`export`]:
 //!   rollups, templates and message facts as CSV or JSON lines, streamed;
 //! - [`live`]: the last minutes in memory, for alerts and health;
+//! - [`alerts`]: error rate, response time and rate-limit usage judged every second with
+//!   hysteresis, fired and resolved into the store and streamed;
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod apply;
 pub mod consumer;
 pub mod error;
@@ -38,6 +41,7 @@ use wamesh_proto::messaging::v1::events_client::EventsClient;
 use wamesh_runtime::Shutdown;
 use wamesh_telemetry::GrpcTraceInterceptor;
 
+use alerts::{AlertConfig, Evaluator, Hub, RateLimitProbe};
 use consumer::{Consumer, ConsumerConfig, Progress};
 use live::Live;
 use rollup::{Buckets, DAY_MS};
@@ -46,7 +50,8 @@ use store::Store;
 /// The fully qualified gRPC service name, for health checks.
 pub const SERVICE_NAME: &str = "wamesh.analytics.v1.Analytics";
 
-/// How far back the live window of alerts and health reaches.
+/// How far back the live window of alerts and health reaches by default
+/// ([`AlertConfig::window`]).
 pub const LIVE_WINDOW_MS: i64 = 5 * 60 * 1000;
 
 /// What analytics needs to start.
@@ -62,6 +67,8 @@ pub struct AnalyticsConfig {
     /// Rollups and facts older than this many days are purged (`ANALYTICS_RETENTION_DAYS`).
     pub retention_days: u32,
     pub consumer: ConsumerConfig,
+    /// Thresholds, evaluation interval, live window and rate-limit's address of the alerts.
+    pub alerts: AlertConfig,
 }
 
 impl AnalyticsConfig {
@@ -76,6 +83,7 @@ impl AnalyticsConfig {
         if self.retention_days == 0 {
             anyhow::bail!("ANALYTICS_RETENTION_DAYS: must be at least 1");
         }
+        self.alerts.validate()?;
         Ok(())
     }
 }
@@ -86,18 +94,22 @@ pub struct Analytics {
     config: AnalyticsConfig,
     progress: Arc<Progress>,
     live: Live,
+    alerts: Hub,
 }
 
 impl Analytics {
-    /// Validates the config and opens the store (running migrations).
+    /// Validates the config, opens the store (running migrations) and reads the alerts it
+    /// holds as firing.
     pub async fn build(config: AnalyticsConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let store = store::open(&config.database_url, config.max_db_connections).await?;
+        let alerts = Hub::new(store.firing_alerts().await?);
         Ok(Self {
             store,
+            live: Live::new(config.alerts.window_ms()),
             config,
             progress: Arc::default(),
-            live: Live::new(LIVE_WINDOW_MS),
+            alerts,
         })
     }
 
@@ -105,7 +117,8 @@ impl Analytics {
         self.store.clone()
     }
 
-    /// Serves gRPC on `listener` and runs the consumer and the retention purge until `shutdown`.
+    /// Serves gRPC on `listener` and runs the consumer, the alert evaluator and the retention
+    /// purge until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let channel = Endpoint::from_shared(self.config.messaging_url.clone())?
             .connect_timeout(Duration::from_secs(1))
@@ -122,10 +135,22 @@ impl Analytics {
             progress: self.progress.clone(),
             live: self.live.clone(),
         };
+        let probe = match &self.config.alerts.ratelimit_url {
+            Some(url) => Some(RateLimitProbe::connect_lazy(url)?),
+            None => None,
+        };
+        let evaluator = Evaluator::new(
+            self.store.clone(),
+            self.alerts.clone(),
+            self.live.clone(),
+            self.config.alerts.clone(),
+            probe,
+        );
         let service = grpc::AnalyticsService::new(
             self.store.clone(),
             self.progress.clone(),
             self.config.aggregation_interval_ms,
+            self.alerts.clone(),
         );
         let routes = tonic::service::Routes::new(AnalyticsServer::new(service));
         let grpc = wamesh_runtime::grpc::serve(
@@ -140,7 +165,9 @@ impl Analytics {
             self.config.retention_days,
             shutdown.clone(),
         );
-        let (served, (), ()) = tokio::join!(grpc, consumer.run(shutdown), retention);
+        let evaluating = evaluator.run(shutdown.clone());
+        let (served, (), (), ()) =
+            tokio::join!(grpc, consumer.run(shutdown), evaluating, retention);
         served
     }
 }

@@ -2,7 +2,7 @@
 //! overview, time series and template performance assembled from the store's sums and sketches.
 use std::collections::BTreeMap;
 
-use crate::rollup::{ConversationCounts, DAY_MS, Grain, MessageCounts};
+use crate::rollup::{ALL_TEMPLATES, ConversationCounts, DAY_MS, Grain, MessageCounts};
 use crate::sketch::Quantiles;
 use crate::store::{GroupBy, Selection, Store, StoreError};
 
@@ -186,9 +186,13 @@ pub async fn overview(
         error_code: true,
         ..GroupBy::default()
     };
+    let all_templates = Selection {
+        template: Some(ALL_TEMPLATES.to_owned()),
+        ..selection.clone()
+    };
     let (sums, delivery, conversations) = tokio::try_join!(
         store.message_sums(&selection, by_code),
-        store.delivery_sketches(&selection, false, false),
+        store.delivery_sketches(&all_templates, false, false),
         store.conversation_sums(&selection, false),
     )?;
     let mut overview = Overview {
@@ -258,6 +262,10 @@ pub async fn time_series(
     match metric {
         "delivery_time_p50" | "delivery_time_p95" => {
             let q = if metric.ends_with("p50") { 0.5 } else { 0.95 };
+            let mut selection = selection.clone();
+            if selection.template.is_none() {
+                selection.template = Some(ALL_TEMPLATES.to_owned());
+            }
             for d in store.delivery_sketches(&selection, true, false).await? {
                 values.insert(d.bucket_ms, d.sketch.quantile(q).unwrap_or(0.0));
             }
@@ -394,7 +402,7 @@ pub async fn templates(
             entry.failures_by_code.push((row.error_code, row.counts.failed));
         }
     }
-    for d in sketches {
+    for d in sketches.into_iter().filter(|d| d.template != ALL_TEMPLATES) {
         if let Some(entry) = stats.get_mut(&d.template) {
             entry.median_time_to_delivered_ms = d.sketch.quantile(0.5).unwrap_or(0.0);
         }

@@ -12,6 +12,10 @@ use std::ops::{AddAssign, Neg};
 
 use crate::sketch::{Distinct, Quantiles};
 
+/// The template name of the delivery sketches of all messages of a number (no template is
+/// called that: Meta's names are lowercase letters, digits and underscores).
+pub const ALL_TEMPLATES: &str = "*";
+
 /// A day, in ms.
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -235,7 +239,9 @@ impl RollupChanges {
         }
     }
 
-    /// Adds a delivery time to the sketches of `number` and `template` at `at_ms`.
+    /// Adds a delivery time to the sketches of `number` and `template` at `at_ms`, and to the
+    /// number's sketch of every template ([`ALL_TEMPLATES`]), which overviews read: one sketch
+    /// per bucket instead of one per template.
     pub fn add_delivery(
         &mut self,
         buckets: Buckets,
@@ -245,15 +251,17 @@ impl RollupChanges {
         ms: i64,
     ) {
         for (grain, bucket_ms) in buckets.of(at_ms) {
-            let key = NumberKey {
-                grain,
-                bucket_ms,
-                number: number.to_owned(),
-            };
-            self.delivery
-                .entry((key, template.to_owned()))
-                .or_default()
-                .add(ms.max(0) as f64);
+            for template in [template, ALL_TEMPLATES] {
+                let key = NumberKey {
+                    grain,
+                    bucket_ms,
+                    number: number.to_owned(),
+                };
+                self.delivery
+                    .entry((key, template.to_owned()))
+                    .or_default()
+                    .add(ms.max(0) as f64);
+            }
         }
     }
 

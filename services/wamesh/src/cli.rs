@@ -183,8 +183,27 @@ pub struct GatewayArgs {
     /// How long a webhook may wait for messaging before the gateway answers 503.
     #[arg(long, env = "WAMESH_INGEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ingest_timeout: Duration,
+    /// analytics' gRPC address, for the operators' `/api/analytics/*` (unset: they answer 503).
+    #[arg(long, env = "WAMESH_ANALYTICS_URL")]
+    pub analytics_url: Option<String>,
+    #[command(flatten)]
+    pub operators: OperatorArgs,
     #[command(flatten)]
     pub number: NumberArgs,
+}
+
+/// Who may call the operators' REST API.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// API keys operators call `/api/analytics/*` with (`Authorization: Bearer <key>` or
+    /// `X-API-Key`), comma-separated; none: every operator call is refused (401).
+    #[arg(
+        long = "operator-api-key",
+        env = "WAMESH_OPERATOR_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub operator_api_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -256,6 +275,18 @@ pub struct RollupArgs {
     /// Rollups and message facts older than this many days are purged.
     #[arg(long, env = "ANALYTICS_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
+    /// Failed / attempted sends over the live window above which an alert fires.
+    #[arg(long, env = "MONITORING_ERROR_RATE_THRESHOLD", default_value_t = 0.05)]
+    pub error_rate_threshold: f64,
+    /// p95 response time (a user's message to our first reply) above which an alert fires, ms.
+    #[arg(long, env = "MONITORING_RESPONSE_TIME_THRESHOLD", default_value_t = 3000)]
+    pub response_time_threshold: u64,
+    /// How often alerts are judged.
+    #[arg(long, env = "ANALYTICS_ALERT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub alert_interval: Duration,
+    /// The sliding window alerts and health look at.
+    #[arg(long, env = "ANALYTICS_LIVE_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub live_window: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -275,6 +306,12 @@ pub struct AnalyticsArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub messaging_url: String,
+    /// rate-limit's gRPC address: the usage its alerts watch (unset: no rate-limit alerts).
+    #[arg(long, env = "WAMESH_RATELIMIT_URL")]
+    pub ratelimit_url: Option<String>,
+    /// A bucket's usage ratio from which a rate-limit alert fires.
+    #[arg(long, env = "MONITORING_RATE_LIMIT_WARNING", default_value_t = 0.8)]
+    pub rate_limit_warning: f64,
     #[command(flatten)]
     pub rollups: RollupArgs,
 }
@@ -316,6 +353,9 @@ pub struct DevArgs {
     pub analytics_database_url: Option<String>,
     #[command(flatten)]
     pub rollups: RollupArgs,
+    /// Operator API keys (`wamesh dev`: one generated and kept with the dev secrets).
+    #[command(flatten)]
+    pub operators: OperatorArgs,
     /// The simulator of Meta's Graph API.
     #[arg(long, env = "WAMESH_SIMULATOR_ADDR", default_value = "127.0.0.1:8090")]
     pub simulator_addr: SocketAddr,
@@ -345,6 +385,9 @@ pub enum BenchCommand {
     /// Messages at a steady rate through SendMessage to the simulated Meta and back as
     /// delivered statuses, against the same rate POSTed straight to the simulator.
     Send(crate::bench::send::SendBench),
+    /// N synthetic messages' events counted by analytics (events/s), then GetOverview(30d)
+    /// timed against the same numbers by plain SQL over the raw message rows.
+    Analytics(crate::bench::analytics::AnalyticsBench),
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{RateLimit, RateLimitConfig};
 use wamesh_runtime::shutdown::DRAIN_TIMEOUT;
-use wamesh_runtime::{BusinessNumber, Shutdown};
+use wamesh_runtime::{BusinessNumber, Secret, Shutdown};
 use wamesh_simulator::{Simulator, SimulatorConfig};
 
 /// What to start.
@@ -26,6 +26,8 @@ pub struct MeshConfig {
     pub ingest: IngestConfig,
     pub numbers: Vec<BusinessNumber>,
     pub ingest_timeout: Duration,
+    /// The keys operators call the gateway's `/api/analytics/*` with.
+    pub operator_api_keys: Vec<Secret>,
     /// How messaging sends (its Graph API and rate-limit URLs included).
     pub send: SendConfig,
     /// The rate-limit service, when this mesh runs one.
@@ -179,6 +181,8 @@ impl Mesh {
             numbers: config.numbers,
             messaging_url: format!("http://{messaging_addr}"),
             ingest_timeout: config.ingest_timeout,
+            analytics_url: analytics.map(|(addr, _)| format!("http://{addr}")),
+            operator_api_keys: config.operator_api_keys,
         })?;
         let gateway = spawn("gateway", |stop| {
             gateway.serve(config.gateway_listener, stop)

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use wamesh_analytics::alerts::AlertConfig;
 use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
@@ -34,6 +35,7 @@ pub async fn command(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest::run(args).await,
         Command::Bench(BenchCommand::Ratelimit(args)) => crate::bench::ratelimit::run(args).await,
         Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(args).await,
+        Command::Bench(BenchCommand::Analytics(args)) => crate::bench::analytics::run(args).await,
     }
 }
 
@@ -60,8 +62,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             args.data_dir.join("analytics.db").display()
         )
     });
+    let operator_api_keys = if args.operators.operator_api_keys.is_empty() {
+        vec![Secret::new(DevSecrets::load_or_create(&args.data_dir)?.operator_api_key)]
+    } else {
+        secrets(&args.operators.operator_api_keys)
+    };
     let gateway_listener = bind(args.gateway_addr).await?;
     let ratelimit_listener = bind(args.ratelimit_addr).await?;
+    let ratelimit_addr = ratelimit_listener.local_addr()?;
     let simulator_listener = bind(args.simulator_addr).await?;
     // The simulated Meta signs its webhooks to this mesh's gateway with the dev app secret.
     let mut simulator = args.simulator_limits.config(access_tokens)?;
@@ -89,11 +97,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ingest: ingest_config(&args.ingest),
         numbers,
         ingest_timeout: std::time::Duration::from_secs(10),
+        operator_api_keys: operator_api_keys.clone(),
         ratelimit: Some((ratelimit_listener, ratelimit_config(&args.limiter))),
         simulator: Some((simulator_listener, simulator)),
         analytics: Some((
             bind(args.analytics_addr).await?,
-            analytics_config(analytics_database_url, 8, String::new(), &args.rollups),
+            analytics_config(
+                analytics_database_url,
+                8,
+                String::new(),
+                Some(format!("http://{ratelimit_addr}")),
+                args.limiter.warning,
+                &args.rollups,
+            ),
         )),
     })
     .await?;
@@ -131,6 +147,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("    WAMESH_VERIFY_TOKEN={}", number.verify_token.expose());
         if let Some(token) = &number.access_token {
             println!("    WAMESH_ACCESS_TOKEN={}", token.expose());
+        }
+    }
+    if args.operators.operator_api_keys.is_empty() {
+        println!(
+            "  operator API key (curl -H \"Authorization: Bearer $KEY\" {}/api/analytics/overview?period=24h):",
+            format_args!("http://{}", mesh.gateway_addr)
+        );
+        for key in &operator_api_keys {
+            println!("    WAMESH_OPERATOR_API_KEYS={}", key.expose());
         }
     }
     println!("Ctrl-C stops it.");
@@ -173,6 +198,8 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         numbers,
         messaging_url: args.messaging_url,
         ingest_timeout: args.ingest_timeout,
+        analytics_url: args.analytics_url,
+        operator_api_keys: secrets(&args.operators.operator_api_keys),
     })?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
@@ -271,6 +298,8 @@ async fn analytics(args: AnalyticsArgs) -> anyhow::Result<()> {
         args.store.database_url.clone(),
         args.store.db_max_connections,
         args.messaging_url.clone(),
+        args.ratelimit_url.clone(),
+        args.rate_limit_warning,
         &args.rollups,
     ))
     .await
@@ -315,6 +344,8 @@ pub fn analytics_config(
     database_url: String,
     max_db_connections: u32,
     messaging_url: String,
+    ratelimit_url: Option<String>,
+    rate_limit_warning: f64,
     args: &RollupArgs,
 ) -> AnalyticsConfig {
     AnalyticsConfig {
@@ -324,7 +355,25 @@ pub fn analytics_config(
         aggregation_interval_ms: args.aggregation_interval,
         retention_days: args.retention_days,
         consumer: wamesh_analytics::consumer::ConsumerConfig::default(),
+        alerts: AlertConfig {
+            error_rate_threshold: args.error_rate_threshold,
+            response_time_threshold_ms: args.response_time_threshold,
+            rate_limit_warning,
+            eval_interval: args.alert_interval,
+            window: args.live_window,
+            ratelimit_url,
+        },
     }
+}
+
+/// Non-empty secrets of a comma-separated list.
+fn secrets(values: &[String]) -> Vec<Secret> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+        .collect()
 }
 
 /// Runs a service's gRPC server beside its admin HTTP server (`/metrics`, `/healthz`,
@@ -505,6 +554,9 @@ pub struct DevSecrets {
     pub app_secret: String,
     pub verify_token: String,
     pub access_token: String,
+    /// The operators' API key (added later than the others: made when a file lacks it).
+    #[serde(default)]
+    pub operator_api_key: String,
 }
 
 impl DevSecrets {
@@ -518,13 +570,23 @@ impl DevSecrets {
     }
 
     fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
-        if data_dir.join(Self::FILE).exists() {
-            return Self::load(data_dir);
-        }
-        let secrets = Self {
-            app_secret: Secret::generate().expose().to_owned(),
-            verify_token: Secret::generate().expose().to_owned(),
-            access_token: Secret::generate().expose().to_owned(),
+        let generate = || Secret::generate().expose().to_owned();
+        let secrets = if data_dir.join(Self::FILE).exists() {
+            let secrets = Self::load(data_dir)?;
+            if !secrets.operator_api_key.is_empty() {
+                return Ok(secrets);
+            }
+            Self {
+                operator_api_key: generate(),
+                ..secrets
+            }
+        } else {
+            Self {
+                app_secret: generate(),
+                verify_token: generate(),
+                access_token: generate(),
+                operator_api_key: generate(),
+            }
         };
         let path = data_dir.join(Self::FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&secrets)?)

@@ -158,6 +158,7 @@ impl TestMesh {
             ingest: IngestConfig::default(),
             numbers,
             ingest_timeout,
+            operator_api_keys: Vec::new(),
             send: SendConfig::default(),
             ratelimit: None,
             simulator: None,
@@ -195,6 +196,8 @@ impl TestMesh {
             numbers: vec![default],
             messaging_url: format!("http://{messaging_addr}"),
             ingest_timeout: OUTAGE_INGEST_TIMEOUT,
+            analytics_url: None,
+            operator_api_keys: Vec::new(),
         })
         .expect("build the gateway");
         let gateway_listener = bind("127.0.0.1:0").await;

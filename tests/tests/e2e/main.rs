@@ -13,6 +13,8 @@
 //! - [`endpoints`]: the verify handshake, health, readiness and metrics.
 //! - [`outages`]: messaging or its database down, then back.
 //! - [`events`]: the event log over gRPC, live and resumed from a cursor across restarts.
+//! - [`analytics_api`]: the gateway's operator API over a real analytics service: keys, the
+//!   overview's exact counts, time series, templates, alerts, export, and every refusal.
 //! - [`sending`]: `SendMessage` to the simulated Meta and back: content, the window, templates,
 //!   retries, rate limits, delivery tracking, and a crash in the middle of a load.
 
@@ -39,6 +41,7 @@ mod harness;
 mod payloads;
 mod reads;
 
+mod analytics_api;
 mod conversations;
 mod corpus;
 mod delivery;

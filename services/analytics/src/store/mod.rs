@@ -5,6 +5,9 @@
 //! the rollup changes, and the consumer's cursor, in one transaction that only commits when
 //! the cursor is still where the batch began. That is what makes counting exactly once: a
 //! batch is either all in (and its events are behind the cursor) or not at all.
+//!
+//! Every store keeps the alerts too ([`alerts::AlertStore`]), one file per backend beside it.
+pub mod alerts;
 pub mod postgres;
 pub mod sqlite;
 mod sql;
@@ -118,7 +121,7 @@ pub struct Purged {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: alerts::AlertStore + Send + Sync {
     /// The key users are hashed with: made at random when the store is created, kept with it.
     async fn hash_key(&self) -> Result<Vec<u8>, StoreError>;
 
@@ -188,6 +191,10 @@ pub enum StoreError {
     BadUrl,
     #[error("another consumer moved the cursor: this batch was not counted")]
     CursorMoved,
+    #[error("an alert of this kind and subject is firing already")]
+    AlertFiring,
+    #[error("a stored alert has an unknown kind {0:?}")]
+    UnknownAlertKind(String),
     #[error("a stored sketch does not decode: {0}")]
     Sketch(#[from] crate::sketch::SketchError),
     #[error("the database is unavailable: {0}")]

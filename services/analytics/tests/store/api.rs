@@ -15,7 +15,7 @@ use wamesh_proto::analytics::v1::analytics_client::AnalyticsClient;
 use wamesh_runtime::Shutdown;
 
 const HOUR: i64 = 3_600_000;
-/// 2026-11-30 00:00 UTC.
+/// 2025-11-30 00:00 UTC.
 const DAY: i64 = 20_422 * DAY_MS;
 const NUMBER: &str = "106540352242922";
 
@@ -103,6 +103,7 @@ async fn serve(events: &[Event]) -> (AnalyticsClient<Channel>, Shutdown) {
             retry: Duration::from_secs(5),
             ..ConsumerConfig::default()
         },
+        alerts: wamesh_analytics::alerts::AlertConfig::default(),
     };
     let analytics = Analytics::build(config).await.expect("analytics");
     let store = analytics.store();

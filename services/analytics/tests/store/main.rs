@@ -39,3 +39,4 @@ macro_rules! conformance {
 
 mod api;
 mod rollups;
+mod alerts;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wamesh_analytics::apply::{State, apply, needs};
 use wamesh_analytics::event::{Event, EventKind};
 use wamesh_analytics::query::{self, Range};
-use wamesh_analytics::rollup::{Buckets, DAY_MS, Grain};
+use wamesh_analytics::rollup::{ALL_TEMPLATES, Buckets, DAY_MS, Grain};
 use wamesh_analytics::store::{Commit, Cursor, GroupBy, Selection, Store, StoreError};
 
 conformance!(
@@ -17,7 +17,7 @@ conformance!(
 );
 
 const HOUR: i64 = 3_600_000;
-/// 2026-11-30 00:00 UTC.
+/// 2025-11-30 00:00 UTC.
 const DAY: i64 = 20_422 * DAY_MS;
 const NUMBER: &str = "106540352242922";
 const BUCKETS: Buckets = Buckets {
@@ -276,10 +276,25 @@ async fn sketches_merge_across_batches(store: Arc<dyn Store>) {
             ..Selection::default()
         },
     ] {
-        let delivery = store
-            .delivery_sketches(&selection, false, false)
+        let by_template = store
+            .delivery_sketches(&selection, false, true)
             .await
             .unwrap();
+        let mut counts: Vec<(&str, u64)> = by_template
+            .iter()
+            .map(|d| (d.template.as_str(), d.sketch.count()))
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [(ALL_TEMPLATES, 2), ("order_update", 2)],
+            "the template's sketch, and the number's of every template"
+        );
+        let all = Selection {
+            template: Some(ALL_TEMPLATES.into()),
+            ..selection.clone()
+        };
+        let delivery = store.delivery_sketches(&all, false, false).await.unwrap();
         assert_eq!(delivery.len(), 1);
         assert_eq!(delivery[0].sketch.count(), 2);
         let median = delivery[0].sketch.quantile(0.5).unwrap();

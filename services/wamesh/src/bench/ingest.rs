@@ -205,6 +205,7 @@ async fn start_mesh(args: &IngestBench, database_url: &str, secret: &str) -> any
             tier: None,
         }],
         ingest_timeout: Duration::from_secs(10),
+        operator_api_keys: Vec::new(),
         // Nothing is sent: no number has an access token.
         send: wamesh_messaging::SendConfig::default(),
         ratelimit: None,

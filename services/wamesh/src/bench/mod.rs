@@ -1,6 +1,7 @@
 //! Benchmarks. Each one measures wamesh and a baseline in the same run, on the same machine,
 //! at the same concurrency, prints both and their ratio, and ends with one JSON line holding at
 //! least `name`, `throughput_per_s`, `baseline_per_s`, `ratio`, `p50_ms` and `p99_ms`.
+pub mod analytics;
 mod cpu;
 pub mod ingest;
 mod load;

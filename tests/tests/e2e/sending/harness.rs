@@ -136,6 +136,8 @@ impl SendMesh {
             numbers: vec![number.clone()],
             messaging_url: format!("http://{messaging_addr}"),
             ingest_timeout: Duration::from_secs(3),
+            analytics_url: None,
+            operator_api_keys: Vec::new(),
         })
         .expect("build the gateway");
         let others = vec![
@@ -190,6 +192,11 @@ impl SendMesh {
     /// messaging's gRPC address, as other services dial it.
     pub fn messaging_url(&self) -> String {
         format!("http://{}", self.messaging_addr)
+    }
+
+    /// rate-limit's gRPC address, as other services dial it.
+    pub fn ratelimit_url(&self) -> String {
+        self.messaging_config.send.ratelimit_url.clone()
     }
 
     pub fn grpc(&self) -> MessagingClient<Channel> {

@@ -8,8 +8,11 @@
 //! - [`limits`]: a number's throughput, a user's pair rate and the messaging-limit tier hold.
 //! - [`crash`]: messaging killed in the middle of a load sends every message exactly once.
 //! - [`analytics`]: analytics and messaging killed mid-stream count every event exactly once.
+//! - [`alerts`]: Meta failing half of the sends fires one ERROR_RATE alert, which resolves
+//!   once sends succeed again.
 mod harness;
 
+mod alerts;
 mod analytics;
 mod content;
 mod crash;

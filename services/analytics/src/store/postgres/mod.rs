@@ -1,5 +1,7 @@
 //! analytics' store on Postgres: a batch is written with one statement per table (arrays
 //! unnested), sketches are merged in Rust under a row lock.
+mod alerts;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

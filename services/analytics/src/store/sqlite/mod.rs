@@ -1,5 +1,7 @@
 //! analytics' store on SQLite (the embedded default): one writer, a batch written row by row
 //! inside one `BEGIN IMMEDIATE` transaction.
+mod alerts;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -147,6 +147,7 @@ impl Bench {
             ingest: wamesh_messaging::IngestConfig::default(),
             numbers: vec![number],
             ingest_timeout: Duration::from_secs(10),
+            operator_api_keys: Vec::new(),
             send,
             ratelimit: Some((
                 ratelimit_listener,
