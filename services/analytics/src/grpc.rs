@@ -22,6 +22,7 @@ pub struct AnalyticsService {
     now_ms: fn() -> i64,
     /// The firing alerts and their changes, published by the alert evaluator.
     alerts: crate::alerts::Hub,
+    health: crate::health::Health,
 }
 
 impl AnalyticsService {
@@ -30,6 +31,7 @@ impl AnalyticsService {
         progress: Arc<Progress>,
         interval_ms: i64,
         alerts: crate::alerts::Hub,
+        health: crate::health::Health,
     ) -> Self {
         Self {
             store,
@@ -37,6 +39,7 @@ impl AnalyticsService {
             interval_ms,
             now_ms: crate::now_ms,
             alerts,
+            health,
         }
     }
 
@@ -235,11 +238,38 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_system_health(
         &self,
         _: Request<pb::GetSystemHealthRequest>,
     ) -> Result<Response<pb::SystemHealth>, Status> {
-        Err(Status::unimplemented("GetSystemHealth is not built yet"))
+        let report = self.health.report((self.now_ms)()).await;
+        Ok(Response::new(pb::SystemHealth {
+            webhook_processing: Some(percentiles(report.webhook_processing)),
+            errors: report
+                .errors
+                .iter()
+                .map(|e| pb::ServiceErrors {
+                    service: e.service.to_owned(),
+                    total: e.total,
+                    errors: e.errors,
+                    error_rate: query::ratio(e.errors as i64, e.total as i64),
+                })
+                .collect(),
+            queue_depth: report.queue_depth,
+            oldest_queued_age_ms: report.oldest_queued_age_ms,
+            rate_limit: report
+                .rate_limit
+                .into_iter()
+                .map(|(scope, key, usage_ratio, warning)| pb::RateLimitUsage {
+                    scope,
+                    key,
+                    usage_ratio,
+                    warning,
+                })
+                .collect(),
+            unavailable: report.unavailable,
+        }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -11,7 +11,7 @@
 //!   `migrations/`), one conformance suite for both;
 //! - [`query`]: overview, time series and template performance from the rollups; [`export`]:
 //!   rollups, templates and message facts as CSV or JSON lines, streamed;
-//! - [`live`]: the last minutes in memory, for alerts and health;
+//! - [`live`]: the last minutes in memory, for alerts and [`health`] (`GetSystemHealth`);
 //! - [`alerts`]: error rate, response time and rate-limit usage judged every second with
 //!   hysteresis, fired and resolved into the store and streamed;
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type.
@@ -25,6 +25,7 @@ pub mod event;
 pub mod export;
 pub mod facts;
 pub mod grpc;
+pub mod health;
 pub mod live;
 pub mod query;
 pub mod rollup;
@@ -139,6 +140,12 @@ impl Analytics {
             Some(url) => Some(RateLimitProbe::connect_lazy(url)?),
             None => None,
         };
+        let health = health::Health::new(
+            &self.config.messaging_url,
+            probe.clone(),
+            self.config.alerts.rate_limit_warning,
+            self.live.clone(),
+        )?;
         let evaluator = Evaluator::new(
             self.store.clone(),
             self.alerts.clone(),
@@ -151,6 +158,7 @@ impl Analytics {
             self.progress.clone(),
             self.config.aggregation_interval_ms,
             self.alerts.clone(),
+            health,
         );
         let routes = tonic::service::Routes::new(AnalyticsServer::new(service));
         let grpc = wamesh_runtime::grpc::serve(

@@ -18,6 +18,8 @@ struct Slot {
     start_ms: i64,
     attempts: u64,
     failed_attempts: u64,
+    deliveries: u64,
+    failed_deliveries: u64,
     responses: Quantiles,
     webhook_latency: Quantiles,
 }
@@ -25,9 +27,12 @@ struct Slot {
 /// What the window holds right now.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
-    /// Send attempts (accepted, retried, failed, dead) and failed deliveries.
+    /// Send attempts (accepted, retried, failed, dead), and those that failed.
     pub attempts: u64,
     pub failed_attempts: u64,
+    /// Messages Meta delivered, and those it reported failed.
+    pub deliveries: u64,
+    pub failed_deliveries: u64,
     pub responses: Quantiles,
     pub webhook_latency: Quantiles,
 }
@@ -61,12 +66,13 @@ impl Live {
     pub fn record(&self, events: &[Event], responses: &[(i64, i64)], now_ms: i64) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
-            let (attempt, failed) = match e.kind {
-                EventKind::SendAccepted => (true, false),
+            let (attempt, failed, delivered, undelivered) = match e.kind {
+                EventKind::SendAccepted => (1, 0, 0, 0),
                 EventKind::SendRetrying | EventKind::SendFailed | EventKind::SendDead => {
-                    (true, true)
+                    (1, 1, 0, 0)
                 }
-                EventKind::StatusUpdated if e.status == "failed" => (false, true),
+                EventKind::StatusUpdated if e.status == "delivered" => (0, 0, 1, 0),
+                EventKind::StatusUpdated if e.status == "failed" => (0, 0, 0, 1),
                 EventKind::MessageReceived if e.timestamp_s > 0 => {
                     let latency = (e.at_ms - e.timestamp_s * 1000).max(0);
                     if let Some(slot) = slot_of(&mut slots, e.at_ms, now_ms, self.width_ms) {
@@ -77,8 +83,10 @@ impl Live {
                 _ => continue,
             };
             if let Some(slot) = slot_of(&mut slots, e.at_ms, now_ms, self.width_ms) {
-                slot.attempts += u64::from(attempt);
-                slot.failed_attempts += u64::from(failed);
+                slot.attempts += attempt;
+                slot.failed_attempts += failed;
+                slot.deliveries += delivered;
+                slot.failed_deliveries += undelivered;
             }
         }
         for (at_ms, ms) in responses {
@@ -97,6 +105,8 @@ impl Live {
         for slot in slots.iter() {
             window.attempts += slot.attempts;
             window.failed_attempts += slot.failed_attempts;
+            window.deliveries += slot.deliveries;
+            window.failed_deliveries += slot.failed_deliveries;
             window.responses.merge(&slot.responses);
             window.webhook_latency.merge(&slot.webhook_latency);
         }

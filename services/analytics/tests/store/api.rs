@@ -256,6 +256,19 @@ async fn a_day_of_traffic_reads_back_exactly_through_every_rpc() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // Nothing listens where messaging should be, and no rate-limit is configured: health says
+    // so rather than guessing.
+    let health = client
+        .get_system_health(pb::GetSystemHealthRequest {})
+        .await
+        .expect("GetSystemHealth")
+        .into_inner();
+    assert_eq!(health.unavailable.len(), 2, "{:?}", health.unavailable);
+    assert!(health.unavailable[0].starts_with("messaging: "));
+    assert!(health.unavailable[1].starts_with("rate-limit: not configured"));
+    let services: Vec<&str> = health.errors.iter().map(|e| e.service.as_str()).collect();
+    assert_eq!(services, ["messaging.send", "meta.delivery"]);
     stop.cancel();
 }
 

@@ -223,6 +223,22 @@ async fn analytics_and_messaging_killed_mid_stream_count_every_event_exactly_onc
     assert_eq!(overview.active_users, users.len() as u64);
     let response = overview.response_time.unwrap();
     assert_eq!(response.count, users.len() as u64, "each user's message answered once");
+
+    let health = client
+        .clone()
+        .get_system_health(an::GetSystemHealthRequest {})
+        .await
+        .expect("GetSystemHealth")
+        .into_inner();
+    assert_eq!(health.queue_depth, 0, "everything was sent");
+    assert_eq!(
+        health.unavailable,
+        ["rate-limit: not configured (WAMESH_RATELIMIT_URL)"],
+        "messaging answered"
+    );
+    let sends = &health.errors[0];
+    assert_eq!((sends.service.as_str(), sends.errors), ("messaging.send", 0));
+    assert!(sends.total > 0, "the sends counted since analytics restarted");
     analytics.kill();
     mesh.stop().await;
 }
