@@ -210,7 +210,9 @@ fn status(buckets: Buckets, e: &Event, state: &mut State, changes: &mut RollupCh
                 if f.delivered_ms.is_none() {
                     f.delivered_ms = Some(e.at_ms);
                     if e.status == "delivered" {
-                        delivery = f.at_ms.map(|sent| (sent, e.at_ms - sent, f.template.clone()));
+                        delivery = f
+                            .at_ms
+                            .map(|sent| (sent, e.at_ms - sent, f.template.clone()));
                     }
                 }
                 if e.status == "read" && f.read_ms.is_none() {
@@ -271,8 +273,16 @@ fn edit_fact<T>(
 /// The rollups lose a fact's old contribution and gain its new one.
 fn record(
     buckets: Buckets,
-    before: Option<(i64, crate::rollup::MessageDims, crate::rollup::MessageCounts)>,
-    after: Option<(i64, crate::rollup::MessageDims, crate::rollup::MessageCounts)>,
+    before: Option<(
+        i64,
+        crate::rollup::MessageDims,
+        crate::rollup::MessageCounts,
+    )>,
+    after: Option<(
+        i64,
+        crate::rollup::MessageDims,
+        crate::rollup::MessageCounts,
+    )>,
     changes: &mut RollupChanges,
 ) {
     if before == after {
@@ -321,15 +331,18 @@ fn interaction(
     if user.last_direction != Some(direction) {
         if let Some(previous) = user.last_direction {
             let waited = (at - user.turn_started_ms).max(0);
-            changes.conversation(buckets, user.turn_started_ms, &e.number, |c| {
-                match previous {
+            changes.conversation(
+                buckets,
+                user.turn_started_ms,
+                &e.number,
+                |c| match previous {
                     Direction::Inbound => {
                         c.counts.user_turns_answered += 1;
                         c.response_ms.add(waited as f64);
                     }
                     Direction::Outbound => c.counts.business_turns_answered += 1,
-                }
-            });
+                },
+            );
             if previous == Direction::Inbound {
                 changes.responses.push((at, waited));
             }

@@ -153,8 +153,7 @@ impl Consumer {
                     rollups,
                 })
                 .await?;
-            self.live
-                .record(&batch.events, &responses, crate::now_ms());
+            self.live.record(&batch.events, &responses, crate::now_ms());
             self.publish(cursor.seq, cursor.events_applied);
         }
     }

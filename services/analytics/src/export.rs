@@ -136,7 +136,10 @@ async fn rollups(
     };
     while from < range.to_ms {
         let to = (from + DAY_MS).min(range.to_ms);
-        for row in store.rollup_rows(grain, from, to, number.as_deref()).await? {
+        for row in store
+            .rollup_rows(grain, from, to, number.as_deref())
+            .await?
+        {
             w.row(rollup_values(&row)).await;
         }
         from = to;
@@ -266,7 +269,8 @@ struct Writer {
 impl Writer {
     fn header(&mut self) {
         if self.format == Format::Csv {
-            self.buffer.extend_from_slice(self.columns.join(",").as_bytes());
+            self.buffer
+                .extend_from_slice(self.columns.join(",").as_bytes());
             self.buffer.push(b'\n');
         }
     }

@@ -154,6 +154,9 @@ mod tests {
         fact.failed_ms = Some(5);
         fact.error_code = 131_026;
         let (at, dims, counts) = fact.contribution().unwrap();
-        assert_eq!((at, dims.error_code, counts.failed, counts.messages_out), (5, 131_026, 1, 0));
+        assert_eq!(
+            (at, dims.error_code, counts.failed, counts.messages_out),
+            (5, 131_026, 1, 0)
+        );
     }
 }

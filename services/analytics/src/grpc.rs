@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 use wamesh_proto::analytics::v1 as pb;
 
 use crate::consumer::Progress;
-use crate::export;
 use crate::error::AnalyticsError;
+use crate::export;
 use crate::query::{self, Percentiles, Range};
 use crate::rollup::Grain;
 use crate::store::{Selection, Store};

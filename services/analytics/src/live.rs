@@ -143,7 +143,10 @@ fn slot_of(
 }
 
 fn forget_before(slots: &mut VecDeque<Slot>, from_ms: i64) {
-    while slots.front().is_some_and(|s| s.start_ms + SLOT_MS <= from_ms) {
+    while slots
+        .front()
+        .is_some_and(|s| s.start_ms + SLOT_MS <= from_ms)
+    {
         slots.pop_front();
     }
 }

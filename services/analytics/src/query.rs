@@ -250,7 +250,10 @@ pub async fn time_series(
     mut selection: Selection,
 ) -> Result<Result<Vec<(i64, f64)>, QueryError>, StoreError> {
     if !METRICS.contains(&metric) {
-        return Ok(Err(QueryError::Metric(metric.to_owned(), METRICS.join(", "))));
+        return Ok(Err(QueryError::Metric(
+            metric.to_owned(),
+            METRICS.join(", "),
+        )));
     }
     let width = match grain {
         Grain::Hour => interval_ms,
@@ -399,7 +402,9 @@ pub async fn templates(
             });
         entry.counts += row.counts;
         if row.counts.failed != 0 {
-            entry.failures_by_code.push((row.error_code, row.counts.failed));
+            entry
+                .failures_by_code
+                .push((row.error_code, row.counts.failed));
         }
     }
     for d in sketches.into_iter().filter(|d| d.template != ALL_TEMPLATES) {
@@ -462,7 +467,8 @@ mod tests {
         assert_eq!(range.to_ms, 20_000 * DAY_MS + 2 * HOUR);
         assert_eq!(range.to_ms - range.from_ms, DAY_MS);
         assert_eq!(
-            Range::named("30d", now, HOUR).unwrap().to_ms - Range::named("30d", now, HOUR).unwrap().from_ms,
+            Range::named("30d", now, HOUR).unwrap().to_ms
+                - Range::named("30d", now, HOUR).unwrap().from_ms,
             30 * DAY_MS
         );
         assert_eq!(

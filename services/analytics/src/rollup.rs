@@ -289,7 +289,11 @@ mod tests {
         assert_eq!(day % DAY_MS, 0);
         assert!(day <= at && at < day + DAY_MS);
         assert_eq!(
-            Buckets { interval_ms: 900_000 }.start(Grain::Hour, at) % 900_000,
+            Buckets {
+                interval_ms: 900_000
+            }
+            .start(Grain::Hour, at)
+                % 900_000,
             0
         );
     }

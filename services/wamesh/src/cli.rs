@@ -270,7 +270,11 @@ pub struct RatelimitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RollupArgs {
     /// The width of the finest rollup bucket, ms (it must divide a day).
-    #[arg(long, env = "ANALYTICS_AGGREGATION_INTERVAL", default_value_t = 3_600_000)]
+    #[arg(
+        long,
+        env = "ANALYTICS_AGGREGATION_INTERVAL",
+        default_value_t = 3_600_000
+    )]
     pub aggregation_interval: i64,
     /// Rollups and message facts older than this many days are purged.
     #[arg(long, env = "ANALYTICS_RETENTION_DAYS", default_value_t = 90)]
@@ -279,7 +283,11 @@ pub struct RollupArgs {
     #[arg(long, env = "MONITORING_ERROR_RATE_THRESHOLD", default_value_t = 0.05)]
     pub error_rate_threshold: f64,
     /// p95 response time (a user's message to our first reply) above which an alert fires, ms.
-    #[arg(long, env = "MONITORING_RESPONSE_TIME_THRESHOLD", default_value_t = 3000)]
+    #[arg(
+        long,
+        env = "MONITORING_RESPONSE_TIME_THRESHOLD",
+        default_value_t = 3000
+    )]
     pub response_time_threshold: u64,
     /// How often alerts are judged.
     #[arg(long, env = "ANALYTICS_ALERT_INTERVAL", default_value = "1s", value_parser = parse_duration)]

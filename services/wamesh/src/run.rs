@@ -63,7 +63,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )
     });
     let operator_api_keys = if args.operators.operator_api_keys.is_empty() {
-        vec![Secret::new(DevSecrets::load_or_create(&args.data_dir)?.operator_api_key)]
+        vec![Secret::new(
+            DevSecrets::load_or_create(&args.data_dir)?.operator_api_key,
+        )]
     } else {
         secrets(&args.operators.operator_api_keys)
     };

@@ -343,7 +343,9 @@ mod tests {
     #[test]
     fn hours_merge_to_the_day_in_any_order() {
         // 24 hours of 400 users each, half of them back from the hour before.
-        let hours: Vec<Distinct> = (0..24u64).map(|h| sketch_of(h * 200..h * 200 + 400)).collect();
+        let hours: Vec<Distinct> = (0..24u64)
+            .map(|h| sketch_of(h * 200..h * 200 + 400))
+            .collect();
         let day = sketch_of(0..23 * 200 + 400);
         let mut forward = Distinct::new();
         for hour in &hours {
@@ -362,13 +364,21 @@ mod tests {
         for n in [0, 1, 2, 512, 513, 2_000, 100_000] {
             let sketch = sketch_of(0..n);
             let bytes = sketch.encode();
-            println!("{n} distinct: {} bytes, exact {}", bytes.len(), sketch.is_exact());
+            println!(
+                "{n} distinct: {} bytes, exact {}",
+                bytes.len(),
+                sketch.is_exact()
+            );
             let decoded = Distinct::decode(&bytes).unwrap();
             assert_eq!(decoded, sketch);
             assert_eq!(decoded.estimate(), sketch.estimate());
             // Sparse: a varint of at most 10 bytes per hash and for the length; dense: one
             // byte per register at most.
-            let bound = if sketch.is_exact() { 12 + 10 * n as usize } else { 2 + REGISTERS };
+            let bound = if sketch.is_exact() {
+                12 + 10 * n as usize
+            } else {
+                2 + REGISTERS
+            };
             assert!(bytes.len() <= bound, "{n}: {} bytes", bytes.len());
         }
         // Registers at the extremes: all zero, all at the highest rank.
@@ -390,7 +400,10 @@ mod tests {
         for sketch in [sketch_of(0..100), sketch_of(0..3_000)] {
             let bytes = sketch.encode();
             for len in 0..bytes.len() {
-                assert!(Distinct::decode(&bytes[..len]).is_err(), "{len} bytes decoded");
+                assert!(
+                    Distinct::decode(&bytes[..len]).is_err(),
+                    "{len} bytes decoded"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(1);
@@ -418,11 +431,23 @@ mod tests {
             (&[], "distinct sketch: empty input"),
             (&[7, 2, 0], "unknown sketch version 7"),
             (&[v, 1, 0, 0], "distinct sketch: unexpected kind byte 1"),
-            (&[v, 2, 2, 9, 0], "distinct sketch: hashes not increasing at byte 4"),
-            (&too_many, "distinct sketch: more hashes than a sparse sketch holds at byte 2"),
+            (
+                &[v, 2, 2, 9, 0],
+                "distinct sketch: hashes not increasing at byte 4",
+            ),
+            (
+                &too_many,
+                "distinct sketch: more hashes than a sparse sketch holds at byte 2",
+            ),
             (&past_u64, "distinct sketch: hash beyond u64 at byte 13"),
-            (&high_register, "distinct sketch: register above 53 at byte 2"),
-            (&long_run, "distinct sketch: zero run past the last register at byte 23"),
+            (
+                &high_register,
+                "distinct sketch: register above 53 at byte 2",
+            ),
+            (
+                &long_run,
+                "distinct sketch: zero run past the last register at byte 23",
+            ),
         ];
         for (bytes, message) in cases {
             assert_eq!(Distinct::decode(bytes).unwrap_err().to_string(), message);

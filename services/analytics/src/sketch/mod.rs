@@ -139,10 +139,14 @@ impl<'a> Reader<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, SketchError> {
-        let byte = self.bytes.get(self.pos).copied().ok_or(SketchError::Truncated {
-            sketch: self.sketch,
-            at: self.bytes.len(),
-        })?;
+        let byte = self
+            .bytes
+            .get(self.pos)
+            .copied()
+            .ok_or(SketchError::Truncated {
+                sketch: self.sketch,
+                at: self.bytes.len(),
+            })?;
         self.pos += 1;
         Ok(byte)
     }
@@ -263,13 +267,25 @@ mod tests {
         eleven.extend([0xff; 10]);
         eleven.push(0x01);
         let err = decode_one(&eleven).unwrap_err();
-        assert_eq!(err, SketchError::VarintOverflow { sketch: "test", at: 2 });
-        assert_eq!(err.to_string(), "test sketch: varint longer than 64 bits at byte 2");
+        assert_eq!(
+            err,
+            SketchError::VarintOverflow {
+                sketch: "test",
+                at: 2
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "test sketch: varint longer than 64 bits at byte 2"
+        );
 
         let mut bit_64 = vec![FORMAT_VERSION, 0];
         bit_64.extend([0xff; 9]);
         bit_64.push(0x02);
-        assert!(matches!(decode_one(&bit_64), Err(SketchError::VarintOverflow { .. })));
+        assert!(matches!(
+            decode_one(&bit_64),
+            Err(SketchError::VarintOverflow { .. })
+        ));
     }
 
     #[test]
@@ -283,11 +299,15 @@ mod tests {
             "unknown sketch version 9"
         );
         assert_eq!(
-            decode_one(&[FORMAT_VERSION, 0, 0x80]).unwrap_err().to_string(),
+            decode_one(&[FORMAT_VERSION, 0, 0x80])
+                .unwrap_err()
+                .to_string(),
             "test sketch: truncated at byte 3"
         );
         assert_eq!(
-            decode_one(&[FORMAT_VERSION, 0, 5, 6, 7]).unwrap_err().to_string(),
+            decode_one(&[FORMAT_VERSION, 0, 5, 6, 7])
+                .unwrap_err()
+                .to_string(),
             "test sketch: 2 unexpected trailing bytes from byte 3"
         );
     }

@@ -113,7 +113,9 @@ impl Quantiles {
             }
         }
         // Not reached: `count` is the (saturating) sum of the counts walked above.
-        self.buckets.last_key_value().map(|(&index, _)| bucket_value(index))
+        self.buckets
+            .last_key_value()
+            .map(|(&index, _)| bucket_value(index))
     }
 
     /// The stored form: version, kind, zero count, bucket count, then per bucket (in index
@@ -290,7 +292,10 @@ mod tests {
     #[test]
     fn log_normal_quantiles_are_within_one_percent() {
         let values = log_normal(50_000, 7);
-        assert!(values.iter().any(|&v| v < 1.0), "the zero bucket is exercised");
+        assert!(
+            values.iter().any(|&v| v < 1.0),
+            "the zero bucket is exercised"
+        );
         let worst = worst_error(&values);
         assert!(worst <= TOLERANCE, "worst relative error {worst}");
     }
@@ -299,7 +304,10 @@ mod tests {
     fn a_constant_reads_back_within_one_percent() {
         for constant in [1.0, 1.5, 250.0, 86_400_000.0, Quantiles::MAX_VALUE_MS] {
             let worst = worst_error(&[constant; 1_000]);
-            assert!(worst <= TOLERANCE, "{constant}: worst relative error {worst}");
+            assert!(
+                worst <= TOLERANCE,
+                "{constant}: worst relative error {worst}"
+            );
         }
     }
 
@@ -351,7 +359,11 @@ mod tests {
         assert_eq!(bucket_index(Quantiles::MAX_VALUE_MS), Some(MAX_INDEX));
         assert!(bucket_index(Quantiles::MAX_VALUE_MS * (1.0 - 1e-12)).unwrap() <= MAX_INDEX);
         let raw = (Quantiles::MAX_VALUE_MS.ln() / ln_gamma()).ceil();
-        assert_eq!(raw, f64::from(MAX_INDEX), "the clamp in bucket_index never bites");
+        assert_eq!(
+            raw,
+            f64::from(MAX_INDEX),
+            "the clamp in bucket_index never bites"
+        );
     }
 
     #[test]
@@ -413,7 +425,12 @@ mod tests {
                 .collect();
         }
 
-        for merged in [fold(&forward), fold(&backward), fold(&shuffled), level.remove(0)] {
+        for merged in [
+            fold(&forward),
+            fold(&backward),
+            fold(&shuffled),
+            level.remove(0),
+        ] {
             assert_eq!(merged, day);
             for q in QS {
                 assert_eq!(merged.quantile(q), day.quantile(q));
@@ -442,7 +459,11 @@ mod tests {
     #[test]
     fn ten_thousand_latencies_encode_in_under_700_bytes() {
         let mut rng = Rng::new(6);
-        let sketch = sketch_of(&(0..10_000).map(|_| 50.0 + 4_950.0 * rng.unit()).collect::<Vec<_>>());
+        let sketch = sketch_of(
+            &(0..10_000)
+                .map(|_| 50.0 + 4_950.0 * rng.unit())
+                .collect::<Vec<_>>(),
+        );
         let (low, high) = (bucket_index(50.0).unwrap(), bucket_index(5_000.0).unwrap());
         assert_eq!((low, high), (196, 426));
         let buckets = sketch.buckets.len();
@@ -453,14 +474,20 @@ mod tests {
         let bound = 7 + 3 * buckets;
         let size = sketch.encode().len();
         println!("10 000 latencies in 50 ms..5 s: {buckets} buckets, {size} bytes");
-        assert!(size <= bound && bound <= 700, "{size} bytes (bound {bound})");
+        assert!(
+            size <= bound && bound <= 700,
+            "{size} bytes (bound {bound})"
+        );
     }
 
     #[test]
     fn every_truncation_and_any_trailing_byte_is_refused() {
         let bytes = sketch_of(&log_normal(2_000, 8)).encode();
         for len in 0..bytes.len() {
-            assert!(Quantiles::decode(&bytes[..len]).is_err(), "{len} bytes decoded");
+            assert!(
+                Quantiles::decode(&bytes[..len]).is_err(),
+                "{len} bytes decoded"
+            );
         }
         assert_eq!(
             Quantiles::decode(&bytes[..bytes.len() - 1]),
@@ -485,10 +512,22 @@ mod tests {
             (&[9, 1, 0, 0], "unknown sketch version 9"),
             (&[v, 3, 0, 0], "quantile sketch: unexpected kind byte 3"),
             (&[v, 1, 0, 1, 0x80], "quantile sketch: truncated at byte 5"),
-            (&[v, 1, 0, 1, 0xe7, 0x0a, 1], "quantile sketch: bucket index out of range at byte 4"),
-            (&[v, 1, 0, 2, 5, 1, 0, 1], "quantile sketch: bucket indexes not increasing at byte 6"),
-            (&[v, 1, 0, 1, 5, 0], "quantile sketch: empty bucket at byte 5"),
-            (&[v, 1, 0, 0xe8, 0x0a], "quantile sketch: more buckets than there are indexes at byte 3"),
+            (
+                &[v, 1, 0, 1, 0xe7, 0x0a, 1],
+                "quantile sketch: bucket index out of range at byte 4",
+            ),
+            (
+                &[v, 1, 0, 2, 5, 1, 0, 1],
+                "quantile sketch: bucket indexes not increasing at byte 6",
+            ),
+            (
+                &[v, 1, 0, 1, 5, 0],
+                "quantile sketch: empty bucket at byte 5",
+            ),
+            (
+                &[v, 1, 0, 0xe8, 0x0a],
+                "quantile sketch: more buckets than there are indexes at byte 3",
+            ),
         ];
         for (bytes, message) in cases {
             assert_eq!(Quantiles::decode(bytes).unwrap_err().to_string(), message);

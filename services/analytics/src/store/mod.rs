@@ -9,8 +9,8 @@
 //! Every store keeps the alerts too ([`alerts::AlertStore`]), one file per backend beside it.
 pub mod alerts;
 pub mod postgres;
-pub mod sqlite;
 mod sql;
+pub mod sqlite;
 
 use std::sync::Arc;
 
@@ -245,7 +245,11 @@ fn merge_delivery(
     by_template: bool,
 ) {
     let bucket_ms = if by_bucket { one.bucket_ms } else { 0 };
-    let template = if by_template { one.template } else { String::new() };
+    let template = if by_template {
+        one.template
+    } else {
+        String::new()
+    };
     match merged
         .iter_mut()
         .find(|d| d.bucket_ms == bucket_ms && d.template == template)

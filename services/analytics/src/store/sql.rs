@@ -45,7 +45,10 @@ pub fn where_clause(
             selection.pricing_category.clone().map(Bind::Text),
         ),
         ("direction", selection.direction.clone().map(Bind::Text)),
-        ("message_type", selection.message_type.clone().map(Bind::Text)),
+        (
+            "message_type",
+            selection.message_type.clone().map(Bind::Text),
+        ),
         ("error_code", selection.error_code.map(Bind::Int)),
     ];
     for (column, value) in filters {
@@ -138,13 +141,17 @@ mod tests {
         assert_eq!(binds.len(), 7);
         assert_eq!(binds[6], Bind::Text("123".into()));
         let (clause, binds) = where_clause(&selection, &MESSAGE_DIMS, |n| format!("?{n}"));
-        assert!(clause.ends_with("AND number = ?7 AND template = ?8"), "{clause}");
+        assert!(
+            clause.ends_with("AND number = ?7 AND template = ?8"),
+            "{clause}"
+        );
         assert_eq!(binds.len(), 8);
     }
 
     #[test]
     fn an_empty_selection_selects_nothing() {
-        let (clause, binds) = where_clause(&Selection::default(), &MESSAGE_DIMS, |n| format!("${n}"));
+        let (clause, binds) =
+            where_clause(&Selection::default(), &MESSAGE_DIMS, |n| format!("${n}"));
         assert_eq!((clause.as_str(), binds.len()), ("false", 0));
     }
 }

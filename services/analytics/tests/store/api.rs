@@ -8,7 +8,7 @@ use wamesh_analytics::apply::{State, apply, needs};
 use wamesh_analytics::consumer::ConsumerConfig;
 use wamesh_analytics::event::{Event, EventKind};
 use wamesh_analytics::rollup::{Buckets, DAY_MS};
-use wamesh_analytics::store::{Commit, Cursor, Store};
+use wamesh_analytics::store::{Commit, Cursor};
 use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_proto::analytics::v1 as pb;
 use wamesh_proto::analytics::v1::analytics_client::AnalyticsClient;
@@ -61,7 +61,12 @@ fn day_of_traffic() -> Vec<Event> {
         accepted.outbound_id = n + 1;
         accepted.wamid = format!("wamid.OUT{n}");
         accepted.message_type = "template".into();
-        accepted.template = if n % 2 == 0 { "welcome" } else { "order_update" }.into();
+        accepted.template = if n % 2 == 0 {
+            "welcome"
+        } else {
+            "order_update"
+        }
+        .into();
         events.push(accepted);
         let failed = n % 3 == 2;
         let (s, k, t) = next(EventKind::StatusUpdated, at + 1_800);
@@ -214,7 +219,11 @@ async fn a_day_of_traffic_reads_back_exactly_through_every_rpc() {
         .await
         .expect("GetTimeSeries")
         .into_inner();
-    assert_eq!(series.points.len(), 24, "one point per hour, empty ones too");
+    assert_eq!(
+        series.points.len(),
+        24,
+        "one point per hour, empty ones too"
+    );
     let values: Vec<f64> = series.points.iter().map(|p| p.value).collect();
     assert_eq!(values[..12], [1.0; 12]);
     assert_eq!(values[12..], [0.0; 12]);
@@ -284,7 +293,12 @@ async fn the_csv_export_parses_and_sums_to_the_overview() {
         .unwrap()
         .into_inner();
 
-    let csv = export(&mut client, pb::ExportDataset::Rollups, pb::ExportFormat::Csv).await;
+    let csv = export(
+        &mut client,
+        pb::ExportDataset::Rollups,
+        pb::ExportFormat::Csv,
+    )
+    .await;
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
     let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
@@ -314,12 +328,21 @@ async fn the_csv_export_parses_and_sums_to_the_overview() {
         ]
     );
 
-    let json = export(&mut client, pb::ExportDataset::Messages, pb::ExportFormat::Json).await;
+    let json = export(
+        &mut client,
+        pb::ExportDataset::Messages,
+        pb::ExportFormat::Json,
+    )
+    .await;
     let facts: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(facts.len(), 12 + 12 + 1, "every message in and out, and the refused one");
+    assert_eq!(
+        facts.len(),
+        12 + 12 + 1,
+        "every message in and out, and the refused one"
+    );
     assert!(
         facts
             .iter()
@@ -332,9 +355,20 @@ async fn the_csv_export_parses_and_sums_to_the_overview() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
 
-    let templates = export(&mut client, pb::ExportDataset::Templates, pb::ExportFormat::Csv).await;
+    let templates = export(
+        &mut client,
+        pb::ExportDataset::Templates,
+        pb::ExportFormat::Csv,
+    )
+    .await;
     assert_eq!(templates.lines().count(), 1 + 3);
-    assert!(templates.lines().nth(3).unwrap().starts_with("welcome,6,4,4,"));
+    assert!(
+        templates
+            .lines()
+            .nth(3)
+            .unwrap()
+            .starts_with("welcome,6,4,4,")
+    );
 
     let bad = client
         .export(pb::ExportRequest {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use wamesh_analytics::store::{self, Store};
 
-
 async fn open_pg() -> Arc<dyn Store> {
     let url = wamesh_testkit::fresh_postgres_url().await;
     store::open(&url, 4).await.expect("open the Postgres store")
@@ -37,6 +36,6 @@ macro_rules! conformance {
     };
 }
 
+mod alerts;
 mod api;
 mod rollups;
-mod alerts;

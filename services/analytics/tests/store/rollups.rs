@@ -20,9 +20,7 @@ const HOUR: i64 = 3_600_000;
 /// 2025-11-30 00:00 UTC.
 const DAY: i64 = 20_422 * DAY_MS;
 const NUMBER: &str = "106540352242922";
-const BUCKETS: Buckets = Buckets {
-    interval_ms: HOUR,
-};
+const BUCKETS: Buckets = Buckets { interval_ms: HOUR };
 
 fn event(seq: i64, kind: EventKind, at_ms: i64) -> Event {
     Event {
@@ -126,7 +124,9 @@ async fn a_batch_commits_with_its_cursor_and_is_remembered(store: Arc<dyn Store>
     let events = turn(1, 7, DAY + 10 * HOUR, 42);
     // In two batches, the second needing what the first remembered (the fact of the reply's
     // context, the user's turn).
-    let cursor = count(&*store, Cursor::default(), &events[..2]).await.unwrap();
+    let cursor = count(&*store, Cursor::default(), &events[..2])
+        .await
+        .unwrap();
     assert_eq!(
         cursor,
         Cursor {
@@ -139,7 +139,10 @@ async fn a_batch_commits_with_its_cursor_and_is_remembered(store: Arc<dyn Store>
     assert_eq!(store.cursor().await.unwrap(), cursor);
 
     let (facts, users) = store.load(&needs(&events)).await.unwrap();
-    let ours = facts.iter().find(|f| f.key == "o:7").expect("the send's fact");
+    let ours = facts
+        .iter()
+        .find(|f| f.key == "o:7")
+        .expect("the send's fact");
     assert_eq!(ours.wamid.as_deref(), Some("wamid.OUT7"));
     assert_eq!(ours.template, "order_update");
     assert_eq!(ours.pricing_category, "utility");
@@ -151,7 +154,10 @@ async fn a_batch_commits_with_its_cursor_and_is_remembered(store: Arc<dyn Store>
     assert_eq!(users[0].session_last_ms, DAY + 10 * HOUR + 60_000);
 
     // in, out, delivered, read, failed, rejected, replied, clicked
-    assert_eq!(totals(&*store, &day_selection()).await, [2, 1, 1, 0, 0, 0, 1, 1]);
+    assert_eq!(
+        totals(&*store, &day_selection()).await,
+        [2, 1, 1, 0, 0, 0, 1, 1]
+    );
 }
 
 async fn a_batch_from_a_moved_cursor_changes_nothing(store: Arc<dyn Store>) {
@@ -196,7 +202,11 @@ async fn sums_group_and_filter_the_same_from_days_or_hours(store: Arc<dyn Store>
     };
     let all = totals(&*store, &by_day).await;
     assert_eq!(all, [5, 3, 2, 0, 2, 1, 2, 2]);
-    assert_eq!(totals(&*store, &by_hour).await, all, "a day is the sum of its hours");
+    assert_eq!(
+        totals(&*store, &by_hour).await,
+        all,
+        "a day is the sum of its hours"
+    );
 
     let one_number = Selection {
         number: Some(NUMBER.into()),
@@ -305,7 +315,10 @@ async fn sketches_merge_across_batches(store: Arc<dyn Store>) {
         assert_eq!(c.users.estimate(), 2);
         assert_eq!(c.response_ms.count(), 2);
         assert!((c.response_ms.quantile(0.5).unwrap() - 2_000.0).abs() <= 20.0);
-        assert_eq!(c.counts.user_turns, 4, "each user wrote, then replied to us");
+        assert_eq!(
+            c.counts.user_turns, 4,
+            "each user wrote, then replied to us"
+        );
         assert_eq!(c.counts.user_turns_answered, 2);
         assert_eq!(c.counts.business_turns, 2);
         assert_eq!(c.counts.business_turns_answered, 2);
@@ -322,16 +335,29 @@ async fn purge_removes_what_is_older_and_nothing_else(store: Arc<dyn Store>) {
     let before_new = totals(&*store, &day_selection()).await;
 
     let purged = store.purge(DAY).await.unwrap();
-    assert_eq!(purged.facts, 3, "the old turn's two messages in and one out");
+    assert_eq!(
+        purged.facts, 3,
+        "the old turn's two messages in and one out"
+    );
     assert_eq!(purged.users, 1);
     assert!(purged.rollups > 0);
-    assert_eq!(totals(&*store, &day_selection()).await, before_new, "the new day is intact");
+    assert_eq!(
+        totals(&*store, &day_selection()).await,
+        before_new,
+        "the new day is intact"
+    );
     let old_day = Selection {
         spans: vec![(Grain::Day, DAY - 2 * DAY_MS, DAY)],
         ..Selection::default()
     };
     assert_eq!(totals(&*store, &old_day).await, [0; 8]);
-    assert!(store.conversation_sums(&old_day, false).await.unwrap().is_empty());
+    assert!(
+        store
+            .conversation_sums(&old_day, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .delivery_sketches(&old_day, false, false)
@@ -341,5 +367,9 @@ async fn purge_removes_what_is_older_and_nothing_else(store: Arc<dyn Store>) {
     );
     let (facts, _) = store.load(&needs(&new)).await.unwrap();
     assert_eq!(facts.len(), 3, "the new turn's facts stay");
-    assert_eq!(store.purge(DAY).await.unwrap().facts, 0, "nothing more to purge");
+    assert_eq!(
+        store.purge(DAY).await.unwrap().facts,
+        0,
+        "nothing more to purge"
+    );
 }

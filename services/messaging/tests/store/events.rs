@@ -92,7 +92,13 @@ async fn each_change_appends_its_events_once_in_order_with_its_trace(store: Arc<
     // and later one is in doubt.
     let rows: Vec<i64> = store
         .enqueue(
-            &[queued("a"), queued("b"), queued("c"), queued("d"), queued("r")],
+            &[
+                queued("a"),
+                queued("b"),
+                queued("c"),
+                queued("d"),
+                queued("r"),
+            ],
             NOW,
         )
         .await

@@ -63,7 +63,11 @@ pub async fn run(args: AnalyticsBench) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(args: &AnalyticsBench, messaging_url: &str, analytics_url: &str) -> anyhow::Result<()> {
+async fn measure(
+    args: &AnalyticsBench,
+    messaging_url: &str,
+    analytics_url: &str,
+) -> anyhow::Result<()> {
     println!(
         "wamesh bench analytics: {} messages over 30 days, {} users, {} numbers",
         args.messages, args.users, args.numbers
@@ -112,9 +116,8 @@ async fn measure(args: &AnalyticsBench, messaging_url: &str, analytics_url: &str
     let addr = listener.local_addr()?;
     let consuming = Instant::now();
     tokio::spawn(analytics.serve(listener, stop.clone()));
-    let mut client = AnalyticsClient::new(
-        Channel::from_shared(format!("http://{addr}"))?.connect_lazy(),
-    );
+    let mut client =
+        AnalyticsClient::new(Channel::from_shared(format!("http://{addr}"))?.connect_lazy());
     wait_for_cursor(&mut client, head).await?;
     let consumed_s = consuming.elapsed().as_secs_f64();
     let events = client
@@ -123,7 +126,9 @@ async fn measure(args: &AnalyticsBench, messaging_url: &str, analytics_url: &str
         .into_inner()
         .events_applied;
     let consumption = events as f64 / consumed_s;
-    println!("consume:  {events} events counted in {consumed_s:.1} s = {consumption:.0} events/s (goal: at least 50,000/s)");
+    println!(
+        "consume:  {events} events counted in {consumed_s:.1} s = {consumption:.0} events/s (goal: at least 50,000/s)"
+    );
 
     let overview = time_overview(&mut client, args.queries).await?;
     let baseline = time_baseline(analytics_url, now_ms, args.baseline_runs).await?;
@@ -137,8 +142,14 @@ async fn measure(args: &AnalyticsBench, messaging_url: &str, analytics_url: &str
     );
     println!(
         "baseline: the same numbers by SQL over {} message rows x{}: p50 {b50:.0} ms, p99 {b99:.0} ms; {} in, {} out, {} delivered, {} read, {} failed, {} users",
-        baseline.0.rows, args.baseline_runs, baseline.0.messages_in, baseline.0.messages_out,
-        baseline.0.delivered, baseline.0.read, baseline.0.failed, baseline.0.users
+        baseline.0.rows,
+        args.baseline_runs,
+        baseline.0.messages_in,
+        baseline.0.messages_out,
+        baseline.0.delivered,
+        baseline.0.read,
+        baseline.0.failed,
+        baseline.0.users
     );
     anyhow::ensure!(
         (o.messages_in, o.messages_out, o.delivered, o.read, o.failed)
@@ -292,7 +303,15 @@ async fn time_baseline(url: &str, now_ms: i64, runs: u32) -> anyhow::Result<(Nai
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         let (rows, messages_in, messages_out, delivered, read, failed, users, _p50, _p99): (
-            i64, i64, i64, i64, i64, i64, i64, Option<f64>, Option<f64>,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<f64>,
+            Option<f64>,
         ) = sqlx::query_as(
             "SELECT count(*),
                  count(*) FILTER (WHERE direction = 'inbound'),

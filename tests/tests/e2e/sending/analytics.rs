@@ -84,8 +84,12 @@ async fn read_log(messaging: &str) -> Expected {
         .expect("Subscribe")
         .into_inner();
     let mut expected = Expected::default();
-    let (mut received, mut accepted, mut delivered, mut read) =
-        (HashSet::new(), HashSet::new(), HashSet::new(), HashSet::new());
+    let (mut received, mut accepted, mut delivered, mut read) = (
+        HashSet::new(),
+        HashSet::new(),
+        HashSet::new(),
+        HashSet::new(),
+    );
     while let Ok(item) = tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
         let Some(item) = item.expect("a log entry") else {
             break;
@@ -102,10 +106,8 @@ async fn read_log(messaging: &str) -> Expected {
             ("send.accepted", _) => {
                 accepted.insert(e.outbound_id);
             }
-            ("status.updated", "delivered") => {
-                if delivered.insert(e.wamid) {
-                    expected.delivery_times += 1;
-                }
+            ("status.updated", "delivered") if delivered.insert(e.wamid.clone()) => {
+                expected.delivery_times += 1;
             }
             ("status.updated", "read") => {
                 delivered.insert(e.wamid.clone());
@@ -222,7 +224,11 @@ async fn analytics_and_messaging_killed_mid_stream_count_every_event_exactly_onc
     assert_eq!(overview.failed, 0);
     assert_eq!(overview.active_users, users.len() as u64);
     let response = overview.response_time.unwrap();
-    assert_eq!(response.count, users.len() as u64, "each user's message answered once");
+    assert_eq!(
+        response.count,
+        users.len() as u64,
+        "each user's message answered once"
+    );
 
     let health = client
         .clone()
@@ -237,8 +243,14 @@ async fn analytics_and_messaging_killed_mid_stream_count_every_event_exactly_onc
         "messaging answered"
     );
     let sends = &health.errors[0];
-    assert_eq!((sends.service.as_str(), sends.errors), ("messaging.send", 0));
-    assert!(sends.total > 0, "the sends counted since analytics restarted");
+    assert_eq!(
+        (sends.service.as_str(), sends.errors),
+        ("messaging.send", 0)
+    );
+    assert!(
+        sends.total > 0,
+        "the sends counted since analytics restarted"
+    );
     analytics.kill();
     mesh.stop().await;
 }

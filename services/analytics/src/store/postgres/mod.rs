@@ -57,10 +57,9 @@ impl Store for PgStore {
     }
 
     async fn cursor(&self) -> Result<Cursor, StoreError> {
-        let (seq, events_applied) =
-            sqlx::query_as("SELECT cursor, events_applied FROM consumer")
-                .fetch_one(&self.pool)
-                .await?;
+        let (seq, events_applied) = sqlx::query_as("SELECT cursor, events_applied FROM consumer")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Cursor {
             seq,
             events_applied,
@@ -207,8 +206,10 @@ impl Store for PgStore {
         by_bucket: bool,
         by_template: bool,
     ) -> Result<Vec<DeliverySketch>, StoreError> {
-        let (clause, binds) = sql::where_clause(selection, &sql::DELIVERY_DIMS, |n| format!("${n}"));
-        let text = format!("SELECT bucket_ms, template, sketch FROM delivery_sketches WHERE {clause}");
+        let (clause, binds) =
+            sql::where_clause(selection, &sql::DELIVERY_DIMS, |n| format!("${n}"));
+        let text =
+            format!("SELECT bucket_ms, template, sketch FROM delivery_sketches WHERE {clause}");
         let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &binds)
             .fetch_all(&self.pool)
             .await?;
@@ -281,12 +282,18 @@ impl Store for PgStore {
     async fn purge(&self, before_ms: i64) -> Result<Purged, StoreError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
         let mut rollups = 0;
-        for table in ["message_rollups", "conversation_rollups", "delivery_sketches"] {
-            rollups += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE bucket_ms < $1")))
-                .bind(before_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        for table in [
+            "message_rollups",
+            "conversation_rollups",
+            "delivery_sketches",
+        ] {
+            rollups += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE bucket_ms < $1"
+            )))
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         let facts = sqlx::query("DELETE FROM facts WHERE coalesce(at_ms, failed_ms) < $1")
             .bind(before_ms)
@@ -331,7 +338,9 @@ fn rollup_of_row(grain: Grain, row: &sqlx::postgres::PgRow) -> Result<RollupRow,
         bucket_ms: row.try_get("bucket_ms")?,
         dims: MessageDims {
             number: row.try_get("number")?,
-            direction: Direction::parse(&direction).unwrap_or(Direction::Outbound).as_str(),
+            direction: Direction::parse(&direction)
+                .unwrap_or(Direction::Outbound)
+                .as_str(),
             message_type: row.try_get("message_type")?,
             template: row.try_get("template")?,
             pricing_category: row.try_get("pricing_category")?,
@@ -404,10 +413,30 @@ async fn write_facts(tx: &mut Transaction<'_, Postgres>, facts: &[Fact]) -> Resu
     .bind(facts.iter().map(|f| f.wamid.as_deref()).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.number.as_str()).collect::<Vec<_>>())
     .bind(facts.iter().map(|f| f.user as i64).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.direction.as_str()).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.message_type.as_str()).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.template.as_str()).collect::<Vec<_>>())
-    .bind(facts.iter().map(|f| f.pricing_category.as_str()).collect::<Vec<_>>())
+    .bind(
+        facts
+            .iter()
+            .map(|f| f.direction.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        facts
+            .iter()
+            .map(|f| f.message_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        facts
+            .iter()
+            .map(|f| f.template.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        facts
+            .iter()
+            .map(|f| f.pricing_category.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(col(|f| f.at_ms))
     .bind(col(|f| f.delivered_ms))
     .bind(col(|f| f.read_ms))
@@ -446,7 +475,12 @@ async fn write_users(
             .collect::<Vec<_>>(),
     )
     .bind(users.iter().map(|u| u.turn_started_ms).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.session_started_ms).collect::<Vec<_>>())
+    .bind(
+        users
+            .iter()
+            .map(|u| u.session_started_ms)
+            .collect::<Vec<_>>(),
+    )
     .bind(users.iter().map(|u| u.session_last_ms).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
@@ -482,14 +516,42 @@ async fn write_message_rollups(
              replied = message_rollups.replied + EXCLUDED.replied,
              clicked = message_rollups.clicked + EXCLUDED.clicked",
     )
-    .bind(rows.iter().map(|(k, _)| k.grain.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.grain.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|(k, _)| k.bucket_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.number.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.direction).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.message_type.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.template.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.pricing_category.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.dims.error_code).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.number.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.direction)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.message_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.template.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.pricing_category.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| k.dims.error_code)
+            .collect::<Vec<_>>(),
+    )
     .bind(count(|c| c.messages_in))
     .bind(count(|c| c.messages_out))
     .bind(count(|c| c.delivered))
@@ -541,7 +603,11 @@ async fn write_conversations(
     for key in &keys {
         let delta = &changes[*key];
         let (mut q, mut d) = sketches
-            .remove(&(key.grain.as_str().to_owned(), key.bucket_ms, key.number.clone()))
+            .remove(&(
+                key.grain.as_str().to_owned(),
+                key.bucket_ms,
+                key.number.clone(),
+            ))
             .unwrap_or_default();
         q.merge(&delta.response_ms);
         d.merge(&delta.users);
@@ -549,7 +615,9 @@ async fn write_conversations(
         users.push(d.encode());
     }
     let count = |f: fn(&ConversationCounts) -> i64| {
-        keys.iter().map(|k| f(&changes[*k].counts)).collect::<Vec<_>>()
+        keys.iter()
+            .map(|k| f(&changes[*k].counts))
+            .collect::<Vec<_>>()
     };
     sqlx::query(
         "INSERT INTO conversation_rollups (grain, bucket_ms, number, user_turns,
@@ -613,7 +681,12 @@ async fn write_delivery(
     let mut sketches: HashMap<(String, i64, String, String), Quantiles> = HashMap::new();
     for row in &stored {
         sketches.insert(
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+            (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ),
             Quantiles::decode(row.try_get::<&[u8], _>(4)?)?,
         );
     }
@@ -622,7 +695,12 @@ async fn write_delivery(
         .map(|key| {
             let (k, template) = key;
             let mut q = sketches
-                .remove(&(k.grain.as_str().to_owned(), k.bucket_ms, k.number.clone(), template.clone()))
+                .remove(&(
+                    k.grain.as_str().to_owned(),
+                    k.bucket_ms,
+                    k.number.clone(),
+                    template.clone(),
+                ))
                 .unwrap_or_default();
             q.merge(&changes[*key]);
             q.encode()

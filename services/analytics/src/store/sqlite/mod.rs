@@ -20,8 +20,7 @@ use super::{
 use crate::apply::Needs;
 use crate::facts::{Direction, Fact, UserState};
 use crate::rollup::{
-    ConversationCounts, ConversationDelta, Grain, MessageCounts, MessageDims, MessageKey,
-    NumberKey,
+    ConversationCounts, ConversationDelta, Grain, MessageCounts, MessageDims, MessageKey, NumberKey,
 };
 use crate::sketch::{Distinct, Quantiles};
 
@@ -62,10 +61,9 @@ impl Store for SqliteStore {
     }
 
     async fn cursor(&self) -> Result<Cursor, StoreError> {
-        let (seq, events_applied) =
-            sqlx::query_as("SELECT cursor, events_applied FROM consumer")
-                .fetch_one(&self.pool)
-                .await?;
+        let (seq, events_applied) = sqlx::query_as("SELECT cursor, events_applied FROM consumer")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Cursor {
             seq,
             events_applied,
@@ -226,8 +224,10 @@ impl Store for SqliteStore {
         by_bucket: bool,
         by_template: bool,
     ) -> Result<Vec<DeliverySketch>, StoreError> {
-        let (clause, binds) = sql::where_clause(selection, &sql::DELIVERY_DIMS, |n| format!("?{n}"));
-        let text = format!("SELECT bucket_ms, template, sketch FROM delivery_sketches WHERE {clause}");
+        let (clause, binds) =
+            sql::where_clause(selection, &sql::DELIVERY_DIMS, |n| format!("?{n}"));
+        let text =
+            format!("SELECT bucket_ms, template, sketch FROM delivery_sketches WHERE {clause}");
         let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &binds)
             .fetch_all(&self.pool)
             .await?;
@@ -304,12 +304,18 @@ impl Store for SqliteStore {
             .await
             .map_err(StoreError::Unavailable)?;
         let mut rollups = 0;
-        for table in ["message_rollups", "conversation_rollups", "delivery_sketches"] {
-            rollups += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE bucket_ms < ?1")))
-                .bind(before_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        for table in [
+            "message_rollups",
+            "conversation_rollups",
+            "delivery_sketches",
+        ] {
+            rollups += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE bucket_ms < ?1"
+            )))
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         let facts = sqlx::query("DELETE FROM facts WHERE coalesce(at_ms, failed_ms) < ?1")
             .bind(before_ms)
@@ -359,7 +365,9 @@ fn rollup_of_row(grain: Grain, row: &SqliteRow) -> Result<RollupRow, StoreError>
         bucket_ms: row.try_get("bucket_ms")?,
         dims: MessageDims {
             number: row.try_get("number")?,
-            direction: Direction::parse(&direction).unwrap_or(Direction::Outbound).as_str(),
+            direction: Direction::parse(&direction)
+                .unwrap_or(Direction::Outbound)
+                .as_str(),
             message_type: row.try_get("message_type")?,
             template: row.try_get("template")?,
             pricing_category: row.try_get("pricing_category")?,
