@@ -193,10 +193,13 @@ fn reply(e: &Event, state: &mut State, buckets: Buckets, changes: &mut RollupCha
     state.touched_facts.insert(key);
 }
 
-/// A status of a message of the business: it was sent, delivered, read or failed.
+/// A status of a message of the business: it was sent, delivered, read or failed. When it is
+/// the first word that the message was sent (Meta's webhook can overtake its own answer to the
+/// send, and so our `send.accepted`), the message is an interaction from then on.
 fn status(buckets: Buckets, e: &Event, state: &mut State, changes: &mut RollupChanges) {
     let mut delivery = None;
-    edit_fact(state, e, Direction::Outbound, buckets, changes, |f| {
+    let first = edit_fact(state, e, Direction::Outbound, buckets, changes, |f| {
+        let unsent = f.at_ms.is_none();
         if f.wamid.is_none() {
             f.wamid = Some(e.wamid.clone());
         }
@@ -225,7 +228,11 @@ fn status(buckets: Buckets, e: &Event, state: &mut State, changes: &mut RollupCh
             }
             _ => {}
         }
+        unsent && f.at_ms.is_some()
     });
+    if first {
+        interaction(buckets, e, Direction::Outbound, state, changes);
+    }
     if let Some((sent_ms, ms, template)) = delivery {
         changes.add_delivery(buckets, sent_ms, &e.number, &template, ms);
     }
@@ -355,4 +362,74 @@ fn interaction(
         user.turn_started_ms = at;
     }
     state.touched_users.insert(key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::{Grain, NumberKey};
+
+    const HOUR: i64 = 3_600_000;
+    const T: i64 = 1_800_000_000_000;
+
+    fn event(kind: EventKind, at_ms: i64, status: &str) -> Event {
+        Event {
+            seq: 0,
+            kind,
+            at_ms,
+            number: "1".into(),
+            user: 7,
+            wamid: if kind == EventKind::MessageReceived {
+                "wamid.IN".into()
+            } else {
+                "wamid.OUT".into()
+            },
+            outbound_id: i64::from(kind != EventKind::MessageReceived),
+            message_type: "text".into(),
+            status: status.into(),
+            error_code: 0,
+            template: String::new(),
+            pricing_category: String::new(),
+            timestamp_s: 0,
+            context_wamid: String::new(),
+            reply_id: String::new(),
+        }
+    }
+
+    /// The hour's conversation rollup after `events`.
+    fn hour_after(events: &[Event]) -> (crate::rollup::ConversationDelta, Vec<(i64, i64)>) {
+        let mut state = State::new(Vec::new(), Vec::new());
+        let mut changes = apply(Buckets { interval_ms: HOUR }, events, &mut state);
+        let key = NumberKey {
+            grain: Grain::Hour,
+            bucket_ms: T.div_euclid(HOUR) * HOUR,
+            number: "1".into(),
+        };
+        let hour = changes
+            .conversations
+            .remove(&key)
+            .expect("the hour's rollup");
+        (hour, changes.responses)
+    }
+
+    #[test]
+    fn our_answer_counts_once_whether_its_record_or_metas_status_comes_first() {
+        let received = event(EventKind::MessageReceived, T, "");
+        let accepted = event(EventKind::SendAccepted, T + 80, "");
+        let sent = event(EventKind::StatusUpdated, T + 50, "sent");
+        for (events, answered_at) in [
+            ([received.clone(), accepted.clone(), sent.clone()], T + 80),
+            ([received.clone(), sent.clone(), accepted.clone()], T + 50),
+        ] {
+            let (hour, responses) = hour_after(&events);
+            let c = hour.counts;
+            assert_eq!(
+                (c.user_turns, c.user_turns_answered, c.business_turns),
+                (1, 1, 1),
+                "{events:?}"
+            );
+            assert_eq!(hour.response_ms.count(), 1);
+            assert_eq!(responses, [(answered_at, answered_at - T)]);
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::error::AnalyticsError;
 use crate::export;
 use crate::query::{self, Percentiles, Range};
 use crate::rollup::Grain;
+use crate::store::peaks::UsagePeak;
 use crate::store::{Selection, Store};
 
 pub struct AnalyticsService {
@@ -95,6 +96,15 @@ fn codes(list: &[(i64, i64)]) -> Vec<pb::CodeCount> {
         .collect()
 }
 
+fn rate_limit_peak(p: &UsagePeak) -> pb::RateLimitPeak {
+    pb::RateLimitPeak {
+        scope: p.scope.clone(),
+        key: p.key.clone(),
+        usage_ratio: p.usage_ratio,
+        at_unix_ms: p.at_ms,
+    }
+}
+
 fn count(n: i64) -> u64 {
     n.max(0) as u64
 }
@@ -137,7 +147,7 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             engagement_score: o.engagement_score(),
             sessions: count(o.conversations.sessions),
             average_session_ms: o.average_session_ms(),
-            rate_limit_peaks: Vec::new(),
+            rate_limit_peaks: o.rate_limit_peaks.iter().map(rate_limit_peak).collect(),
         }))
     }
 

@@ -152,6 +152,9 @@ impl Analytics {
             self.live.clone(),
             self.config.alerts.clone(),
             probe,
+            Buckets {
+                interval_ms: self.config.aggregation_interval_ms,
+            },
         );
         let service = grpc::AnalyticsService::new(
             self.store.clone(),

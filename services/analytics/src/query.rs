@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::rollup::{ALL_TEMPLATES, ConversationCounts, DAY_MS, Grain, MessageCounts};
 use crate::sketch::Quantiles;
+use crate::store::peaks::UsagePeak;
 use crate::store::{GroupBy, Selection, Store, StoreError};
 
 /// A range of time `[from_ms, to_ms)`, on bucket boundaries of the aggregation interval.
@@ -123,7 +124,13 @@ pub struct Overview {
     pub response_time: Percentiles,
     pub conversations: ConversationCounts,
     pub active_users: u64,
+    /// The highest usage seen per rate-limit bucket, highest first, at most [`OVERVIEW_PEAKS`]
+    /// (of every bucket, whichever number was asked: a bucket belongs to no one number).
+    pub rate_limit_peaks: Vec<UsagePeak>,
 }
+
+/// How many rate-limit buckets an overview lists, the most used first.
+pub const OVERVIEW_PEAKS: usize = 20;
 
 impl Overview {
     pub fn delivery_rate(&self) -> f64 {
@@ -190,13 +197,15 @@ pub async fn overview(
         template: Some(ALL_TEMPLATES.to_owned()),
         ..selection.clone()
     };
-    let (sums, delivery, conversations) = tokio::try_join!(
+    let (sums, delivery, conversations, rate_limit_peaks) = tokio::try_join!(
         store.message_sums(&selection, by_code),
         store.delivery_sketches(&all_templates, false, false),
         store.conversation_sums(&selection, false),
+        store.peaks(&selection, OVERVIEW_PEAKS),
     )?;
     let mut overview = Overview {
         range: Some(range),
+        rate_limit_peaks,
         ..Overview::default()
     };
     for row in &sums {

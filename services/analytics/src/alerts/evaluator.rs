@@ -4,6 +4,7 @@
 //! evaluation asks for it again. It starts from the alerts the store holds as firing, so a
 //! restart neither fires them again nor forgets to resolve them; and for the first window
 //! after start, an empty window (the consumer may still be catching up) resolves nothing.
+//! Each usage rate-limit answers also goes to the [`PeakRecorder`], which keeps the peaks.
 //!
 //! Metrics: `wamesh_analytics_alerts_firing{kind}` (gauge, set at every evaluation) and
 //! `wamesh_analytics_alerts_total{kind,state}` (counter; state `firing` or `resolved`).
@@ -13,10 +14,12 @@ use std::sync::Arc;
 use tokio::time::MissedTickBehavior;
 use wamesh_runtime::Shutdown;
 
+use super::peaks::PeakRecorder;
 use super::rule::{Observation, Reading, Step, Track, observe_usage, observe_window};
 use super::usage::UsageError;
 use super::{Alert, AlertConfig, AlertKind, BucketUsage, Hub, NewAlert, RateLimitProbe};
 use crate::live::Live;
+use crate::rollup::Buckets;
 use crate::store::{Store, StoreError};
 
 /// One (kind, subject): its track, and its alert while it fires.
@@ -40,16 +43,20 @@ pub struct Evaluator {
     /// When the first evaluation ran: until a whole window has passed since, the live window
     /// may be empty only because the consumer has not caught up.
     started_ms: Option<i64>,
+    /// Keeps the highest usage of each rate-limit bucket per hour and day bucket.
+    peaks: PeakRecorder,
 }
 
 impl Evaluator {
-    /// An evaluator starting from the hub's firing alerts (those the store held at start).
+    /// An evaluator starting from the hub's firing alerts (those the store held at start);
+    /// `buckets` (the aggregation interval) files the usage peaks it records.
     pub fn new(
         store: Arc<dyn Store>,
         hub: Hub,
         live: Live,
         config: AlertConfig,
         probe: Option<RateLimitProbe>,
+        buckets: Buckets,
     ) -> Self {
         let watched = hub
             .firing()
@@ -64,6 +71,7 @@ impl Evaluator {
             })
             .collect();
         Self {
+            peaks: PeakRecorder::new(store.clone(), buckets),
             store,
             hub,
             live,
@@ -76,7 +84,7 @@ impl Evaluator {
     }
 
     /// Evaluates every `eval_interval` until `shutdown`, then closes the hub (ending the alert
-    /// streams).
+    /// streams) and writes the usage peaks not written yet.
     pub async fn run(mut self, shutdown: Shutdown) {
         let mut ticks = tokio::time::interval(self.config.eval_interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -92,6 +100,7 @@ impl Evaluator {
             self.evaluate(crate::now_ms(), usage.as_deref()).await;
         }
         self.hub.close();
+        self.peaks.finish().await;
     }
 
     /// rate-limit's buckets; `None` when it could not be asked (logged when that begins and
@@ -119,6 +128,10 @@ impl Evaluator {
     /// One evaluation at `now_ms` (the run loop's step; tests call it with their own clock),
     /// with rate-limit's buckets (`None`: rate-limit could not be asked).
     pub async fn evaluate(&mut self, now_ms: i64, usage: Option<&[BucketUsage]>) {
+        if let Some(usage) = usage {
+            self.peaks.observe(now_ms, usage);
+        }
+        self.peaks.poll(now_ms).await;
         let window = self.live.window(now_ms);
         let mut observations = Vec::from(observe_window(&self.config, &window));
         let started_ms = *self.started_ms.get_or_insert(now_ms);
@@ -260,9 +273,12 @@ mod tests {
 
     use super::*;
     use crate::event::{Event, EventKind};
+    use crate::rollup::Grain;
+    use crate::store::Selection;
 
     const T0: i64 = 1_800_000_000_000;
     const SECOND: i64 = 1_000;
+    const HOUR: i64 = 3_600_000;
 
     fn event(kind: EventKind, at_ms: i64) -> Event {
         Event {
@@ -302,7 +318,14 @@ mod tests {
             window: Duration::from_secs(10),
             ..AlertConfig::default()
         };
-        Evaluator::new(store.clone(), hub.clone(), live.clone(), config, None)
+        Evaluator::new(
+            store.clone(),
+            hub.clone(),
+            live.clone(),
+            config,
+            None,
+            Buckets { interval_ms: HOUR },
+        )
     }
 
     async fn all_alerts(store: &Arc<dyn Store>) -> Vec<Alert> {
@@ -452,6 +475,57 @@ mod tests {
         let stored = all_alerts(&store).await;
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].resolved_at_ms, Some(T0 + 11 * SECOND));
+    }
+
+    /// The stored peaks of `grain`'s bucket holding `at_ms`, as (key, usage, at).
+    async fn peaks_of(store: &Arc<dyn Store>, grain: Grain, at_ms: i64) -> Vec<(String, f64, i64)> {
+        let start = Buckets { interval_ms: HOUR }.start(grain, at_ms);
+        let selection = Selection {
+            spans: vec![(grain, start, start + 1)],
+            ..Selection::default()
+        };
+        let peaks = store.peaks(&selection, 0).await.expect("peaks");
+        peaks
+            .into_iter()
+            .map(|p| (p.key, p.usage_ratio, p.at_ms))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_usage_rate_limit_answers_is_recorded_as_peaks_every_ten_seconds() {
+        let (store, live) = (store().await, Live::new(10_000));
+        let hub = Hub::new(Vec::new());
+        let mut evaluator = evaluator(&store, &live, &hub);
+        let bucket = |key: &str, ratio: f64| BucketUsage {
+            scope: "waba".into(),
+            key: key.into(),
+            usage_ratio: ratio,
+        };
+        evaluator
+            .evaluate(T0, Some(&[bucket("throughput:1", 0.5)]))
+            .await;
+        evaluator.peaks.settle().await;
+        let first = vec![("throughput:1".to_owned(), 0.5, T0)];
+        assert_eq!(peaks_of(&store, Grain::Hour, T0).await, first);
+        assert_eq!(peaks_of(&store, Grain::Day, T0).await, first);
+        // Higher within 10 s (and rate-limit once unreachable): kept in memory, written after.
+        evaluator
+            .evaluate(T0 + 3 * SECOND, Some(&[bucket("throughput:1", 0.95)]))
+            .await;
+        evaluator.evaluate(T0 + 4 * SECOND, None).await;
+        evaluator
+            .evaluate(T0 + 5 * SECOND, Some(&[bucket("pair:1:2", 0.25)]))
+            .await;
+        evaluator.peaks.settle().await;
+        assert_eq!(peaks_of(&store, Grain::Hour, T0).await, first);
+        evaluator.evaluate(T0 + 10 * SECOND, Some(&[])).await;
+        evaluator.peaks.settle().await;
+        let both = vec![
+            ("throughput:1".to_owned(), 0.95, T0 + 3 * SECOND),
+            ("pair:1:2".to_owned(), 0.25, T0 + 5 * SECOND),
+        ];
+        assert_eq!(peaks_of(&store, Grain::Hour, T0).await, both);
+        assert_eq!(peaks_of(&store, Grain::Day, T0).await, both);
     }
 
     #[tokio::test]

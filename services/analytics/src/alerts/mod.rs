@@ -7,7 +7,8 @@
 //! - [`evaluator`]: the task that judges every `eval_interval`, writes the changes to the store
 //!   and publishes them, and its metrics;
 //! - [`hub`]: the firing alerts and the broadcast of changes, read by the gRPC adapter;
-//! - [`usage`]: asking rate-limit for its most used buckets;
+//! - [`usage`]: asking rate-limit for its most used buckets; [`peaks`]: recording the highest
+//!   usage of each into the store, per hour and day bucket;
 //! - [`config`]: thresholds and intervals, validated; [`proto`]: the alerts' proto forms.
 //!
 //! Subjects: the error rate and the response time are judged over the whole window (it is
@@ -17,6 +18,7 @@
 mod config;
 pub mod evaluator;
 pub mod hub;
+pub mod peaks;
 mod proto;
 pub mod rule;
 pub mod usage;

@@ -6,8 +6,10 @@
 //! the cursor is still where the batch began. That is what makes counting exactly once: a
 //! batch is either all in (and its events are behind the cursor) or not at all.
 //!
-//! Every store keeps the alerts too ([`alerts::AlertStore`]), one file per backend beside it.
+//! Every store keeps the alerts ([`alerts::AlertStore`]) and rate-limit usage peaks
+//! ([`peaks::PeakStore`]) too, each in one file per backend beside it.
 pub mod alerts;
+pub mod peaks;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -121,7 +123,7 @@ pub struct Purged {
 }
 
 #[async_trait]
-pub trait Store: alerts::AlertStore + Send + Sync {
+pub trait Store: alerts::AlertStore + peaks::PeakStore + Send + Sync {
     /// The key users are hashed with: made at random when the store is created, kept with it.
     async fn hash_key(&self) -> Result<Vec<u8>, StoreError>;
 
@@ -177,8 +179,8 @@ pub trait Store: alerts::AlertStore + Send + Sync {
         limit: u32,
     ) -> Result<Vec<Fact>, StoreError>;
 
-    /// Removes rollups of buckets that begin before `before_ms`, facts of messages from before
-    /// it, and users not seen since.
+    /// Removes rollups (rate-limit usage peaks included, counted with them) of buckets that
+    /// begin before `before_ms`, facts of messages from before it, and users not seen since.
     async fn purge(&self, before_ms: i64) -> Result<Purged, StoreError>;
 
     fn backend(&self) -> &'static str;

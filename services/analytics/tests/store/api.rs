@@ -1,5 +1,7 @@
 //! The gRPC API over a real store: known counts committed, then read back through the real
-//! server on port 0. The export's CSV parses and sums to the overview.
+//! server on port 0. The export's CSV parses and sums to the overview. The usage a real
+//! rate-limit (in memory, port 0) reports is recorded by the alert evaluator and listed among
+//! the overview's peaks.
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -8,6 +10,7 @@ use wamesh_analytics::apply::{State, apply, needs};
 use wamesh_analytics::consumer::ConsumerConfig;
 use wamesh_analytics::event::{Event, EventKind};
 use wamesh_analytics::rollup::{Buckets, DAY_MS};
+use wamesh_analytics::store::peaks::UsagePeak;
 use wamesh_analytics::store::{Commit, Cursor};
 use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_proto::analytics::v1 as pb;
@@ -95,8 +98,29 @@ fn day_of_traffic() -> Vec<Event> {
     events
 }
 
-/// analytics serving on port 0 over a fresh Postgres database holding `events`.
-async fn serve(events: &[Event]) -> (AnalyticsClient<Channel>, Shutdown) {
+/// Rate-limit usage peaks seen during the day (and one the day after).
+fn peaks_of_the_day() -> Vec<UsagePeak> {
+    let peak = |key: &str, usage_ratio: f64, at_ms: i64| UsagePeak {
+        scope: "waba".into(),
+        key: key.into(),
+        usage_ratio,
+        at_ms,
+    };
+    vec![
+        peak("throughput:106540352242922", 0.55, DAY + 2 * HOUR),
+        peak("throughput:106540352242922", 0.85, DAY + 9 * HOUR + 1),
+        peak("pair:106540352242922:100", 0.25, DAY + 3 * HOUR),
+        peak("throughput:106540352242922", 1.0, DAY + DAY_MS + HOUR),
+    ]
+}
+
+/// analytics serving on port 0 over a fresh Postgres database holding `events` and `peaks`,
+/// asking rate-limit at `ratelimit_url` if given.
+async fn serve(
+    events: &[Event],
+    peaks: &[UsagePeak],
+    ratelimit_url: Option<String>,
+) -> (AnalyticsClient<Channel>, Shutdown) {
     let config = AnalyticsConfig {
         database_url: wamesh_testkit::fresh_postgres_url().await,
         max_db_connections: 4,
@@ -108,7 +132,10 @@ async fn serve(events: &[Event]) -> (AnalyticsClient<Channel>, Shutdown) {
             retry: Duration::from_secs(5),
             ..ConsumerConfig::default()
         },
-        alerts: wamesh_analytics::alerts::AlertConfig::default(),
+        alerts: wamesh_analytics::alerts::AlertConfig {
+            ratelimit_url,
+            ..Default::default()
+        },
     };
     let analytics = Analytics::build(config).await.expect("analytics");
     let store = analytics.store();
@@ -125,6 +152,10 @@ async fn serve(events: &[Event]) -> (AnalyticsClient<Channel>, Shutdown) {
             users,
             rollups,
         })
+        .await
+        .unwrap();
+    store
+        .record_peaks(Buckets { interval_ms: HOUR }, peaks)
         .await
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -175,7 +206,7 @@ async fn export(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_traffic_reads_back_exactly_through_every_rpc() {
-    let (mut client, stop) = serve(&day_of_traffic()).await;
+    let (mut client, stop) = serve(&day_of_traffic(), &peaks_of_the_day(), None).await;
     let o = client
         .get_overview(pb::GetOverviewRequest {
             period: day_period(),
@@ -208,6 +239,20 @@ async fn a_day_of_traffic_reads_back_exactly_through_every_rpc() {
     assert!((o.engagement_score - 100.0 * 0.5 * (4.0 / 12.0)).abs() < 1e-9);
     assert_eq!(o.sessions, 12);
     assert_eq!(o.average_session_ms, 1_000.0);
+    let peaks: Vec<(&str, f64, i64)> = o
+        .rate_limit_peaks
+        .iter()
+        .map(|p| (p.key.as_str(), p.usage_ratio, p.at_unix_ms))
+        .collect();
+    assert_eq!(
+        peaks,
+        [
+            ("throughput:106540352242922", 0.85, DAY + 9 * HOUR + 1),
+            ("pair:106540352242922:100", 0.25, DAY + 3 * HOUR),
+        ],
+        "the day's peaks, highest first; not the next day's"
+    );
+    assert!(o.rate_limit_peaks.iter().all(|p| p.scope == "waba"));
 
     let series = client
         .get_time_series(pb::GetTimeSeriesRequest {
@@ -283,7 +328,7 @@ async fn a_day_of_traffic_reads_back_exactly_through_every_rpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_csv_export_parses_and_sums_to_the_overview() {
-    let (mut client, stop) = serve(&day_of_traffic()).await;
+    let (mut client, stop) = serve(&day_of_traffic(), &[], None).await;
     let overview = client
         .get_overview(pb::GetOverviewRequest {
             period: day_period(),
@@ -382,4 +427,92 @@ async fn the_csv_export_parses_and_sums_to_the_overview() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().starts_with("format"), "{}", bad.message());
     stop.cancel();
+}
+
+/// rate-limit in memory on port 0, one bucket (`load:test` of scope `waba`) 90% used.
+async fn rate_limit_90_percent_used() -> (String, Shutdown) {
+    use wamesh_proto::ratelimit::v1 as rl;
+    let ratelimit = wamesh_ratelimit::RateLimit::build(&wamesh_ratelimit::RateLimitConfig {
+        redis_url: None,
+        redis_prefix: String::new(),
+        limiter: wamesh_ratelimit::LimiterConfig::default(),
+    })
+    .await
+    .expect("rate-limit in memory");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = Shutdown::new();
+    tokio::spawn(ratelimit.serve(listener, stop.clone()));
+    let mut client = rl::rate_limiter_client::RateLimiterClient::new(
+        Channel::from_shared(url.clone()).unwrap().connect_lazy(),
+    );
+    let bucket = rl::policy::Kind::TokenBucket(rl::TokenBucket {
+        capacity: 10.0,
+        refill_per_second: 1e-6,
+    });
+    client
+        .set_policy(rl::SetPolicyRequest {
+            selector: "load:test".into(),
+            policy: Some(rl::Policy { kind: Some(bucket) }),
+            remove: false,
+        })
+        .await
+        .expect("SetPolicy");
+    let taken = client
+        .acquire(rl::AcquireRequest {
+            scope: "waba".into(),
+            buckets: vec![rl::BucketRequest {
+                key: "load:test".into(),
+                cost: 9.0,
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("Acquire")
+        .into_inner();
+    assert!(taken.allowed);
+    (url, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_rate_limit_reports_is_the_overviews_peak() {
+    let (url, rate_limit) = rate_limit_90_percent_used().await;
+    let started = wamesh_analytics::now_ms();
+    let (mut client, stop) = serve(&[], &[], Some(url)).await;
+    let last_24h = Some(pb::Period {
+        period: Some(pb::period::Period::Named("24h".into())),
+    });
+    // The evaluator asks rate-limit at once, and writes the first peak it sees at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let peaks = loop {
+        let o = client
+            .get_overview(pb::GetOverviewRequest {
+                period: last_24h.clone(),
+                business_phone_number_id: String::new(),
+            })
+            .await
+            .expect("GetOverview")
+            .into_inner();
+        if !o.rate_limit_peaks.is_empty() {
+            break o.rate_limit_peaks;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no peak within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(peaks.len(), 1, "{peaks:?}");
+    let peak = &peaks[0];
+    assert_eq!(
+        (peak.scope.as_str(), peak.key.as_str()),
+        ("waba", "load:test")
+    );
+    assert!((peak.usage_ratio - 0.9).abs() < 1e-3, "{peak:?}");
+    assert!(
+        (started..=wamesh_analytics::now_ms()).contains(&peak.at_unix_ms),
+        "{peak:?}"
+    );
+    stop.cancel();
+    rate_limit.cancel();
 }

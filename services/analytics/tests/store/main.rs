@@ -38,4 +38,5 @@ macro_rules! conformance {
 
 mod alerts;
 mod api;
+mod peaks;
 mod rollups;

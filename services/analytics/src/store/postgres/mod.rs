@@ -1,6 +1,7 @@
 //! analytics' store on Postgres: a batch is written with one statement per table (arrays
 //! unnested), sketches are merged in Rust under a row lock.
 mod alerts;
+mod peaks;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -286,6 +287,7 @@ impl Store for PgStore {
             "message_rollups",
             "conversation_rollups",
             "delivery_sketches",
+            "ratelimit_peaks",
         ] {
             rollups += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE bucket_ms < $1"

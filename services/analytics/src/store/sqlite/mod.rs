@@ -1,6 +1,7 @@
 //! analytics' store on SQLite (the embedded default): one writer, a batch written row by row
 //! inside one `BEGIN IMMEDIATE` transaction.
 mod alerts;
+mod peaks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -308,6 +309,7 @@ impl Store for SqliteStore {
             "message_rollups",
             "conversation_rollups",
             "delivery_sketches",
+            "ratelimit_peaks",
         ] {
             rollups += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE bucket_ms < ?1"
