@@ -10,6 +10,8 @@
 //! - [`analytics`]: analytics and messaging killed mid-stream count every event exactly once.
 //! - [`alerts`]: Meta failing half of the sends fires one ERROR_RATE alert, which resolves
 //!   once sends succeed again.
+//! - [`scripted_day`]: a scripted day of traffic (known counts, latencies, failures, template
+//!   clicks) reads back exactly through every analytics RPC and REST endpoint.
 mod harness;
 
 mod alerts;
@@ -18,3 +20,4 @@ mod content;
 mod crash;
 mod limits;
 mod rules;
+mod scripted_day;
