@@ -121,13 +121,23 @@ async fn serve(
     peaks: &[UsagePeak],
     ratelimit_url: Option<String>,
 ) -> (AnalyticsClient<Channel>, Shutdown) {
+    serve_keeping(events, peaks, ratelimit_url, 3650).await
+}
+
+/// [`serve`] with a retention of `retention_days`.
+async fn serve_keeping(
+    events: &[Event],
+    peaks: &[UsagePeak],
+    ratelimit_url: Option<String>,
+    retention_days: u32,
+) -> (AnalyticsClient<Channel>, Shutdown) {
     let config = AnalyticsConfig {
         database_url: wamesh_testkit::fresh_postgres_url().await,
         max_db_connections: 4,
         // Nothing listens there: the consumer keeps retrying, which is fine here.
         messaging_url: "http://127.0.0.1:9".into(),
         aggregation_interval_ms: HOUR,
-        retention_days: 3650,
+        retention_days,
         consumer: ConsumerConfig {
             retry: Duration::from_secs(5),
             ..ConsumerConfig::default()
@@ -515,4 +525,69 @@ async fn the_usage_rate_limit_reports_is_the_overviews_peak() {
     );
     stop.cancel();
     rate_limit.cancel();
+}
+
+async fn overview_of(client: &mut AnalyticsClient<Channel>, from: i64) -> pb::Overview {
+    client
+        .get_overview(pb::GetOverviewRequest {
+            period: Some(pb::Period {
+                period: Some(pb::period::Period::Range(pb::TimeRange {
+                    from_unix_ms: from,
+                    to_unix_ms: from + DAY_MS,
+                })),
+            }),
+            business_phone_number_id: String::new(),
+        })
+        .await
+        .expect("GetOverview")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_what_is_older_than_the_limit_and_nothing_else() {
+    // The day of traffic, and a message the day after it.
+    let mut events = day_of_traffic();
+    let mut next_day = event(
+        events.len() as i64 + 1,
+        EventKind::MessageReceived,
+        DAY + DAY_MS + 2 * HOUR,
+        555,
+    );
+    next_day.wamid = "wamid.NEXT".into();
+    events.push(next_day);
+    // A retention that keeps the day after and everything since, and not the day.
+    let today = wamesh_analytics::now_ms().div_euclid(DAY_MS);
+    let retention_days = u32::try_from(today - (DAY + DAY_MS) / DAY_MS).unwrap();
+    assert_eq!(
+        wamesh_analytics::retention_cutoff(wamesh_analytics::now_ms(), retention_days),
+        DAY + DAY_MS
+    );
+    let (mut client, stop) =
+        serve_keeping(&events, &peaks_of_the_day(), None, retention_days).await;
+
+    // The purge runs as analytics starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while overview_of(&mut client, DAY).await.messages_in > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old day was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = overview_of(&mut client, DAY).await;
+    assert_eq!((old.messages_out, old.failed, old.sessions), (0, 0, 0));
+    assert!(old.rate_limit_peaks.is_empty());
+    assert_eq!(old.delivery_time.unwrap().count, 0);
+    let kept = overview_of(&mut client, DAY + DAY_MS).await;
+    assert_eq!(kept.messages_in, 1, "the day after is kept");
+    assert_eq!(kept.active_users, 1);
+    assert_eq!(kept.rate_limit_peaks.len(), 1);
+    let facts = export(
+        &mut client,
+        pb::ExportDataset::Messages,
+        pb::ExportFormat::Json,
+    )
+    .await;
+    assert_eq!(facts, "", "no fact of the purged day is left");
+    stop.cancel();
 }
