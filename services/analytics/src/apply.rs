@@ -396,7 +396,7 @@ mod tests {
         }
     }
 
-    /// The hour's conversation rollup after `events`.
+    /// The hour's conversation rollup after `events`, and the response times they gave.
     fn hour_after(events: &[Event]) -> (crate::rollup::ConversationDelta, Vec<(i64, i64)>) {
         let mut state = State::new(Vec::new(), Vec::new());
         let mut changes = apply(Buckets { interval_ms: HOUR }, events, &mut state);
