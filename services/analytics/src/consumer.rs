@@ -46,7 +46,7 @@ pub struct ConsumerConfig {
 impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
-            max_batch: 5_000,
+            max_batch: 20_000,
             linger: Duration::from_millis(20),
             retry: Duration::from_millis(500),
         }

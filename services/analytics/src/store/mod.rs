@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod peaks;
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 

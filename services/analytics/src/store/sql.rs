@@ -108,7 +108,7 @@ pub fn message_sums(by: GroupBy) -> (String, String) {
         "clicked",
     ]
     .iter()
-    .map(|column| format!("CAST(sum({column}) AS BIGINT)"))
+    .map(|column| format!("CAST(sum({column}) AS BIGINT) AS {column}"))
     .collect();
     let select = format!("{}, {}", select.join(", "), sums.join(", "));
     let group_by = if group_by.is_empty() {

@@ -18,7 +18,7 @@ use crate::store::Store;
 use crate::store::events::{LoggedEvent, kind};
 
 /// Events read at once.
-const PAGE: u32 = 500;
+const PAGE: u32 = 2_000;
 /// Answers buffered per subscriber before reading waits for it.
 const BUFFER: usize = 1024;
 

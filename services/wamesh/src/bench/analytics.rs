@@ -38,8 +38,8 @@ pub struct AnalyticsBench {
     /// Runs of the naive SQL baseline timed (each scans every message row).
     #[arg(long, default_value_t = 5)]
     pub baseline_runs: u32,
-    /// Events analytics commits at once.
-    #[arg(long, default_value_t = 5_000)]
+    /// Events analytics commits at once at most (its default).
+    #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
     /// The Postgres server; the bench creates (and drops) databases of its own on it.
     #[arg(

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection};
+use sqlx::{FromRow as _, Sqlite, SqliteConnection};
 
+use super::rows::{
+    ConversationRow, DeliveryRow, FACT_COLUMNS, FactRow, MessageRollupRow, SumsRow, UserRow,
+};
 use super::sql::{self, Bind};
 use super::{
     Commit, ConversationSums, Cursor, DeliverySketch, GroupBy, MessageSums, Purged, RollupRow,
@@ -20,9 +22,7 @@ use super::{
 };
 use crate::apply::Needs;
 use crate::facts::{Direction, Fact, UserState};
-use crate::rollup::{
-    ConversationCounts, ConversationDelta, Grain, MessageCounts, MessageDims, MessageKey, NumberKey,
-};
+use crate::rollup::{ConversationDelta, Grain, MessageCounts, MessageKey, NumberKey};
 use crate::sketch::{Distinct, Quantiles};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -49,9 +49,6 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 }
-
-const FACT_COLUMNS: &str = "key, wamid, number, user_hash, direction, message_type, template, \
-    pricing_category, at_ms, delivered_ms, read_ms, failed_ms, error_code, replied, clicked";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -82,7 +79,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(fact_of_row)
+        .map(|row| FactRow::from_row(row).map(Fact::from))
         .collect::<Result<_, _>>()?;
         let pairs: Vec<(&str, i64)> = needs
             .users
@@ -100,7 +97,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(user_of_row)
+        .map(|row| UserRow::from_row(row).map(UserState::from))
         .collect::<Result<_, _>>()?;
         Ok((facts, users))
     }
@@ -159,24 +156,7 @@ impl Store for SqliteStore {
             .await?;
         let mut sums = Vec::with_capacity(rows.len());
         for row in &rows {
-            let sum = |i: usize| -> Result<i64, sqlx::Error> {
-                Ok(row.try_get::<Option<i64>, _>(i)?.unwrap_or(0))
-            };
-            let one = MessageSums {
-                bucket_ms: row.try_get(0)?,
-                template: row.try_get(1)?,
-                error_code: row.try_get(2)?,
-                counts: MessageCounts {
-                    messages_in: sum(3)?,
-                    messages_out: sum(4)?,
-                    delivered: sum(5)?,
-                    read: sum(6)?,
-                    failed: sum(7)?,
-                    rejected: sum(8)?,
-                    replied: sum(9)?,
-                    clicked: sum(10)?,
-                },
-            };
+            let one = MessageSums::from(SumsRow::from_row(row)?);
             if !one.counts.is_zero() {
                 sums.push(one);
             }
@@ -201,19 +181,7 @@ impl Store for SqliteStore {
             .await?;
         let mut sums = Vec::new();
         for row in &rows {
-            let one = ConversationSums {
-                bucket_ms: row.try_get(0)?,
-                counts: ConversationCounts {
-                    user_turns: row.try_get(1)?,
-                    user_turns_answered: row.try_get(2)?,
-                    business_turns: row.try_get(3)?,
-                    business_turns_answered: row.try_get(4)?,
-                    sessions: row.try_get(5)?,
-                    session_ms: row.try_get(6)?,
-                },
-                response_ms: Quantiles::decode(row.try_get::<&[u8], _>(7)?)?,
-                users: Distinct::decode(row.try_get::<&[u8], _>(8)?)?,
-            };
+            let one = ConversationSums::try_from(ConversationRow::from_row(row)?)?;
             super::merge_conversation(&mut sums, one, by_bucket);
         }
         Ok(sums)
@@ -234,11 +202,7 @@ impl Store for SqliteStore {
             .await?;
         let mut merged = Vec::new();
         for row in &rows {
-            let one = DeliverySketch {
-                bucket_ms: row.try_get(0)?,
-                template: row.try_get(1)?,
-                sketch: Quantiles::decode(row.try_get::<&[u8], _>(2)?)?,
-            };
+            let one = DeliverySketch::try_from(DeliveryRow::from_row(row)?)?;
             super::merge_delivery(&mut merged, one, by_bucket, by_template);
         }
         Ok(merged)
@@ -267,7 +231,9 @@ impl Store for SqliteStore {
         .bind(number)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| rollup_of_row(grain, row)).collect()
+        rows.iter()
+            .map(|row| Ok(MessageRollupRow::from_row(row)?.into_rollup(grain)))
+            .collect()
     }
 
     async fn facts_page(
@@ -295,7 +261,9 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(fact_of_row).collect()
+        rows.iter()
+            .map(|row| Ok(FactRow::from_row(row)?.into()))
+            .collect()
     }
 
     async fn purge(&self, before_ms: i64) -> Result<Purged, StoreError> {
@@ -358,67 +326,6 @@ fn bind_all<'q>(
         };
     }
     query
-}
-
-fn rollup_of_row(grain: Grain, row: &SqliteRow) -> Result<RollupRow, StoreError> {
-    let direction: String = row.try_get("direction")?;
-    Ok(RollupRow {
-        grain,
-        bucket_ms: row.try_get("bucket_ms")?,
-        dims: MessageDims {
-            number: row.try_get("number")?,
-            direction: Direction::parse(&direction)
-                .unwrap_or(Direction::Outbound)
-                .as_str(),
-            message_type: row.try_get("message_type")?,
-            template: row.try_get("template")?,
-            pricing_category: row.try_get("pricing_category")?,
-            error_code: row.try_get("error_code")?,
-        },
-        counts: MessageCounts {
-            messages_in: row.try_get("messages_in")?,
-            messages_out: row.try_get("messages_out")?,
-            delivered: row.try_get("delivered")?,
-            read: row.try_get("read")?,
-            failed: row.try_get("failed")?,
-            rejected: row.try_get("rejected")?,
-            replied: row.try_get("replied")?,
-            clicked: row.try_get("clicked")?,
-        },
-    })
-}
-
-fn fact_of_row(row: &SqliteRow) -> Result<Fact, StoreError> {
-    let direction: String = row.try_get("direction")?;
-    Ok(Fact {
-        key: row.try_get("key")?,
-        wamid: row.try_get("wamid")?,
-        number: row.try_get("number")?,
-        user: row.try_get::<i64, _>("user_hash")? as u64,
-        direction: Direction::parse(&direction).unwrap_or(Direction::Outbound),
-        message_type: row.try_get("message_type")?,
-        template: row.try_get("template")?,
-        pricing_category: row.try_get("pricing_category")?,
-        at_ms: row.try_get("at_ms")?,
-        delivered_ms: row.try_get("delivered_ms")?,
-        read_ms: row.try_get("read_ms")?,
-        failed_ms: row.try_get("failed_ms")?,
-        error_code: row.try_get("error_code")?,
-        replied: row.try_get("replied")?,
-        clicked: row.try_get("clicked")?,
-    })
-}
-
-fn user_of_row(row: &SqliteRow) -> Result<UserState, StoreError> {
-    let last: Option<String> = row.try_get("last_direction")?;
-    Ok(UserState {
-        number: row.try_get("number")?,
-        user: row.try_get::<i64, _>("user_hash")? as u64,
-        last_direction: last.as_deref().and_then(Direction::parse),
-        turn_started_ms: row.try_get("turn_started_ms")?,
-        session_started_ms: row.try_get("session_started_ms")?,
-        session_last_ms: row.try_get("session_last_ms")?,
-    })
 }
 
 async fn write_fact(conn: &mut SqliteConnection, f: &Fact) -> Result<(), StoreError> {
