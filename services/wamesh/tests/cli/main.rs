@@ -22,6 +22,7 @@ struct Dev {
     messaging: String,
     ratelimit: String,
     simulator: String,
+    analytics: String,
 }
 
 impl Dev {
@@ -44,6 +45,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--simulator-addr",
                 "127.0.0.1:0",
+                "--analytics-addr",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
@@ -65,8 +68,13 @@ impl Dev {
                 let _ = lines.send(line);
             }
         });
-        let (mut gateway, mut messaging, mut ratelimit, mut simulator) = (None, None, None, None);
-        while gateway.is_none() || messaging.is_none() || ratelimit.is_none() || simulator.is_none()
+        let (mut gateway, mut messaging, mut ratelimit, mut simulator, mut analytics) =
+            (None, None, None, None, None);
+        while gateway.is_none()
+            || messaging.is_none()
+            || ratelimit.is_none()
+            || simulator.is_none()
+            || analytics.is_none()
         {
             let line = received
                 .recv_timeout(Duration::from_secs(60))
@@ -82,6 +90,8 @@ impl Dev {
             ratelimit =
                 ratelimit.or_else(|| word("ratelimit").map(|m| m.replace("grpc://", "http://")));
             simulator = simulator.or_else(|| word("simulator"));
+            analytics =
+                analytics.or_else(|| word("analytics").map(|m| m.replace("grpc://", "http://")));
         }
         Self {
             child,
@@ -89,6 +99,7 @@ impl Dev {
             messaging: messaging.unwrap(),
             ratelimit: ratelimit.unwrap(),
             simulator: simulator.unwrap(),
+            analytics: analytics.unwrap(),
         }
     }
 
@@ -684,6 +695,38 @@ async fn dev_sends_through_its_simulator_and_wamesh_send_watches_it_to_read() {
         watched.contains("read"),
         "the text went to read:\n{watched}"
     );
+
+    // dev's analytics counted it all, and its gateway serves it to operators with the key dev
+    // generated (and to no one without it).
+    let overview = format!("{}/api/analytics/overview?period=24h", dev.gateway);
+    let http = reqwest::Client::new();
+    let refused = http.get(&overview).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let key = dev_secret(&data_dir, "operator_api_key");
+    let mut counted = serde_json::Value::Null;
+    for _ in 0..300 {
+        let answer = http.get(&overview).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        counted = answer.json().await.unwrap();
+        if counted["messages_out"] == 2 && counted["read"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (
+            &counted["messages_in"],
+            &counted["messages_out"],
+            &counted["read"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(2)
+        ),
+        "the user's message and our two sends, both read: {counted}"
+    );
+    assert!(dev.analytics.starts_with("http://127.0.0.1:"));
     dev.stop_with("-TERM");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
@@ -762,6 +805,21 @@ fn bench_send_ends_with_its_json_summary() {
         summary["undelivered"], 0,
         "every measured message was delivered"
     );
+}
+
+#[test]
+fn bench_analytics_ends_with_its_json_summary() {
+    let mut command = Command::new(BIN);
+    command
+        .args(["bench", "analytics", "--messages", "3000", "--users", "300"])
+        .args(["--queries", "5", "--baseline-runs", "1", "--database-url"])
+        .arg(format!(
+            "{}?sslmode=disable",
+            wamesh_testkit::postgres_admin_url()
+        ));
+    let summary = bench_summary(&mut command, "analytics");
+    assert_eq!(summary["messages"], 3000);
+    assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
