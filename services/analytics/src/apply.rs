@@ -223,6 +223,9 @@ fn status(buckets: Buckets, e: &Event, state: &mut State, changes: &mut RollupCh
                 }
             }
             "failed" if f.failed_ms.is_none() => {
+                // Meta had the message (it reports on it), so it was sent, then failed: not
+                // refused before Meta took it.
+                f.at_ms = f.at_ms.or(Some(e.at_ms));
                 f.failed_ms = Some(e.at_ms);
                 f.error_code = e.error_code;
             }
@@ -410,6 +413,21 @@ mod tests {
             .remove(&key)
             .expect("the hour's rollup");
         (hour, changes.responses)
+    }
+
+    #[test]
+    fn a_failed_status_first_is_a_sent_message_that_failed_not_a_refused_one() {
+        let mut failed = event(EventKind::StatusUpdated, T, "failed");
+        failed.error_code = 131_026;
+        let mut state = State::new(Vec::new(), Vec::new());
+        let changes = apply(Buckets { interval_ms: HOUR }, &[failed], &mut state);
+        let counts: Vec<_> = changes
+            .messages
+            .iter()
+            .filter(|(k, _)| k.grain == Grain::Hour)
+            .map(|(k, c)| (k.dims.error_code, c.messages_out, c.failed, c.rejected))
+            .collect();
+        assert_eq!(counts, [(131_026, 1, 1, 0)]);
     }
 
     #[test]
