@@ -258,9 +258,9 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             webhook_processing: Some(percentiles(report.webhook_processing)),
             errors: report
                 .errors
-                .iter()
+                .into_iter()
                 .map(|e| pb::ServiceErrors {
-                    service: e.service.to_owned(),
+                    service: e.service,
                     total: e.total,
                     errors: e.errors,
                     error_rate: query::ratio(e.errors as i64, e.total as i64),

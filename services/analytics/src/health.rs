@@ -1,7 +1,8 @@
 //! `GetSystemHealth`: the mesh right now. From the live window (what the consumer counted in the
 //! last minutes): webhook processing latency (Meta's timestamp of a user's message to
-//! messaging's commit) and error rates of sending and of delivery; asked of messaging: the
-//! outbound queue; asked of rate-limit: its most used buckets. A service that cannot be asked
+//! messaging's commit) and error rates of sending and of delivery; from the services'
+//! `/metrics` over the same window ([`crate::scrape`]): each service's requests and server
+//! errors; asked of messaging: the outbound queue; asked of rate-limit: its most used buckets. A service that cannot be asked
 //! is named as unavailable, never guessed.
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use wamesh_telemetry::GrpcTraceInterceptor;
 use crate::alerts::RateLimitProbe;
 use crate::live::{Live, Window};
 use crate::query::Percentiles;
+use crate::scrape::Scrapes;
 
 /// How long a health question to another service may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,9 +23,10 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// One kind of operation's failures in the window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Errors {
-    /// `messaging.send` (send attempts to Meta) or `meta.delivery` (messages Meta failed to
-    /// deliver, of those delivered or failed).
-    pub service: &'static str,
+    /// `messaging.send` (send attempts to Meta), `meta.delivery` (messages Meta failed to
+    /// deliver, of those delivered or failed), or a service's name as its `/metrics` label it
+    /// (`gateway`, `messaging`: its requests, and its server errors, see [`crate::scrape`]).
+    pub service: String,
     pub total: u64,
     pub errors: u64,
 }
@@ -49,6 +52,7 @@ pub struct Health {
     /// The usage ratio from which a bucket is flagged (`MONITORING_RATE_LIMIT_WARNING`).
     warning: f64,
     live: Live,
+    scrapes: Scrapes,
 }
 
 impl Health {
@@ -57,6 +61,7 @@ impl Health {
         ratelimit: Option<RateLimitProbe>,
         warning: f64,
         live: Live,
+        scrapes: Scrapes,
     ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(messaging_url.to_owned())?
             .connect_timeout(Duration::from_secs(1))
@@ -67,6 +72,7 @@ impl Health {
             ratelimit,
             warning,
             live,
+            scrapes,
         })
     }
 
@@ -77,6 +83,8 @@ impl Health {
             errors: errors(&window),
             ..Report::default()
         };
+        let (services, unreadable) = self.scrapes.errors(now_ms);
+        report.errors.extend(services);
         let mut client = self.messaging.clone();
         let queue = client.get_send_status(messaging::GetSendStatusRequest::default());
         let usage = async {
@@ -111,6 +119,7 @@ impl Health {
                 .unavailable
                 .push("rate-limit: not configured (WAMESH_RATELIMIT_URL)".into()),
         }
+        report.unavailable.extend(unreadable);
         report
     }
 }
@@ -118,12 +127,12 @@ impl Health {
 fn errors(window: &Window) -> Vec<Errors> {
     vec![
         Errors {
-            service: "messaging.send",
+            service: "messaging.send".into(),
             total: window.attempts,
             errors: window.failed_attempts,
         },
         Errors {
-            service: "meta.delivery",
+            service: "meta.delivery".into(),
             total: window.deliveries + window.failed_deliveries,
             errors: window.failed_deliveries,
         },

@@ -12,6 +12,7 @@
 //! - [`query`]: overview, time series and template performance from the rollups; [`export`]:
 //!   rollups, templates and message facts as CSV or JSON lines, streamed;
 //! - [`live`]: the last minutes in memory, for alerts and [`health`] (`GetSystemHealth`);
+//!   [`scrape`]: the services' `/metrics` read for their error rates in the same window;
 //! - [`alerts`]: error rate, response time and rate-limit usage judged every second with
 //!   hysteresis, fired and resolved into the store and streamed;
 //! - [`grpc`]: the thin gRPC adapter; [`error`]: the one error type.
@@ -29,6 +30,7 @@ pub mod health;
 pub mod live;
 pub mod query;
 pub mod rollup;
+pub mod scrape;
 pub mod sketch;
 pub mod store;
 
@@ -70,6 +72,10 @@ pub struct AnalyticsConfig {
     pub consumer: ConsumerConfig,
     /// Thresholds, evaluation interval, live window and rate-limit's address of the alerts.
     pub alerts: AlertConfig,
+    /// The services' Prometheus `/metrics` URLs (`WAMESH_METRICS_URLS`) whose request counters
+    /// give `GetSystemHealth` its error rates per service; empty: none are read. `wamesh dev`
+    /// serves every service's counters on the gateway's `/metrics`.
+    pub metrics_urls: Vec<String>,
 }
 
 impl AnalyticsConfig {
@@ -96,6 +102,8 @@ pub struct Analytics {
     progress: Arc<Progress>,
     live: Live,
     alerts: Hub,
+    /// How often `metrics_urls` are read ([`scrape::DEFAULT_INTERVAL`]; tests shorten it).
+    scrape_interval: Duration,
 }
 
 impl Analytics {
@@ -111,15 +119,22 @@ impl Analytics {
             config,
             progress: Arc::default(),
             alerts,
+            scrape_interval: scrape::DEFAULT_INTERVAL,
         })
+    }
+
+    /// Reads `metrics_urls` every `interval` instead of every [`scrape::DEFAULT_INTERVAL`].
+    pub fn scrape_every(mut self, interval: Duration) -> Self {
+        self.scrape_interval = interval;
+        self
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
     }
 
-    /// Serves gRPC on `listener` and runs the consumer, the alert evaluator and the retention
-    /// purge until `shutdown`.
+    /// Serves gRPC on `listener` and runs the consumer, the alert evaluator, the `/metrics`
+    /// scraper and the retention purge until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let channel = Endpoint::from_shared(self.config.messaging_url.clone())?
             .connect_timeout(Duration::from_secs(1))
@@ -140,11 +155,18 @@ impl Analytics {
             Some(url) => Some(RateLimitProbe::connect_lazy(url)?),
             None => None,
         };
+        let scrapes = scrape::Scrapes::new(self.config.alerts.window_ms());
+        let scraper = scrape::Scraper::new(
+            self.config.metrics_urls.clone(),
+            self.scrape_interval,
+            scrapes.clone(),
+        );
         let health = health::Health::new(
             &self.config.messaging_url,
             probe.clone(),
             self.config.alerts.rate_limit_warning,
             self.live.clone(),
+            scrapes,
         )?;
         let evaluator = Evaluator::new(
             self.store.clone(),
@@ -177,8 +199,14 @@ impl Analytics {
             shutdown.clone(),
         );
         let evaluating = evaluator.run(shutdown.clone());
-        let (served, (), (), ()) =
-            tokio::join!(grpc, consumer.run(shutdown), evaluating, retention);
+        let scraping = scraper.run(shutdown.clone());
+        let (served, (), (), (), ()) = tokio::join!(
+            grpc,
+            consumer.run(shutdown),
+            evaluating,
+            scraping,
+            retention
+        );
         served
     }
 }

@@ -320,6 +320,15 @@ pub struct AnalyticsArgs {
     /// A bucket's usage ratio from which a rate-limit alert fires.
     #[arg(long, env = "MONITORING_RATE_LIMIT_WARNING", default_value_t = 0.8)]
     pub rate_limit_warning: f64,
+    /// The services' Prometheus `/metrics` URLs, comma-separated, read every 15 s for each
+    /// service's error rate in `GetSystemHealth` (the gateway's HTTP port; messaging's,
+    /// rate-limit's and analytics' admin port). Unset: none are read.
+    #[arg(
+        long = "metrics-url",
+        env = "WAMESH_METRICS_URLS",
+        value_delimiter = ','
+    )]
+    pub metrics_urls: Vec<String>,
     #[command(flatten)]
     pub rollups: RollupArgs,
 }

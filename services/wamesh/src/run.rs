@@ -70,6 +70,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         secrets(&args.operators.operator_api_keys)
     };
     let gateway_listener = bind(args.gateway_addr).await?;
+    let gateway_addr = gateway_listener.local_addr()?;
     let ratelimit_listener = bind(args.ratelimit_addr).await?;
     let ratelimit_addr = ratelimit_listener.local_addr()?;
     let simulator_listener = bind(args.simulator_addr).await?;
@@ -77,10 +78,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mut simulator = args.simulator_limits.config(access_tokens)?;
     if simulator.webhook.is_none() {
         simulator.webhook = Some(WebhookTarget {
-            url: format!(
-                "http://{}/api/webhooks/whatsapp",
-                gateway_listener.local_addr()?
-            ),
+            url: format!("http://{gateway_addr}/api/webhooks/whatsapp"),
             app_secret: number.app_secret.clone(),
         });
     }
@@ -110,6 +108,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 String::new(),
                 Some(format!("http://{ratelimit_addr}")),
                 args.limiter.warning,
+                // One process: the gateway's /metrics counts every service.
+                vec![format!("http://{gateway_addr}/metrics")],
                 &args.rollups,
             ),
         )),
@@ -302,6 +302,7 @@ async fn analytics(args: AnalyticsArgs) -> anyhow::Result<()> {
         args.messaging_url.clone(),
         args.ratelimit_url.clone(),
         args.rate_limit_warning,
+        args.metrics_urls.clone(),
         &args.rollups,
     ))
     .await
@@ -348,6 +349,7 @@ pub fn analytics_config(
     messaging_url: String,
     ratelimit_url: Option<String>,
     rate_limit_warning: f64,
+    metrics_urls: Vec<String>,
     args: &RollupArgs,
 ) -> AnalyticsConfig {
     AnalyticsConfig {
@@ -365,6 +367,7 @@ pub fn analytics_config(
             window: args.live_window,
             ratelimit_url,
         },
+        metrics_urls,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The gRPC API over a real store: known counts committed, then read back through the real
 //! server on port 0. The export's CSV parses and sums to the overview. The usage a real
 //! rate-limit (in memory, port 0) reports is recorded by the alert evaluator and listed among
-//! the overview's peaks.
+//! the overview's peaks. The error rates per service read from a real `/metrics` (port 0) are
+//! the counters' increase over the window.
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -131,6 +132,20 @@ async fn serve_keeping(
     ratelimit_url: Option<String>,
     retention_days: u32,
 ) -> (AnalyticsClient<Channel>, Shutdown) {
+    serve_scraping(events, peaks, ratelimit_url, retention_days, Vec::new()).await
+}
+
+/// How often the `/metrics` test reads its URLs.
+const SCRAPE_EVERY: Duration = Duration::from_millis(100);
+
+/// [`serve_keeping`] reading `metrics_urls` every [`SCRAPE_EVERY`].
+async fn serve_scraping(
+    events: &[Event],
+    peaks: &[UsagePeak],
+    ratelimit_url: Option<String>,
+    retention_days: u32,
+    metrics_urls: Vec<String>,
+) -> (AnalyticsClient<Channel>, Shutdown) {
     let config = AnalyticsConfig {
         database_url: wamesh_testkit::fresh_postgres_url().await,
         max_db_connections: 4,
@@ -146,8 +161,12 @@ async fn serve_keeping(
             ratelimit_url,
             ..Default::default()
         },
+        metrics_urls,
     };
-    let analytics = Analytics::build(config).await.expect("analytics");
+    let analytics = Analytics::build(config)
+        .await
+        .expect("analytics")
+        .scrape_every(SCRAPE_EVERY);
     let store = analytics.store();
     let (facts, users) = store.load(&needs(events)).await.unwrap();
     let mut state = State::new(facts, users);
@@ -590,4 +609,159 @@ async fn retention_purges_what_is_older_than_the_limit_and_nothing_else() {
     .await;
     assert_eq!(facts, "", "no fact of the purged day is left");
     stop.cancel();
+}
+
+/// A `/metrics` on port 0 answering whatever `text` holds at the time; its URL.
+async fn metrics_server(text: std::sync::Arc<std::sync::Mutex<String>>) -> (String, Shutdown) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = text.clone();
+            async move { text.lock().unwrap().clone() }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let stop = Shutdown::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    (url, stop)
+}
+
+/// The counters of a gateway and a messaging sharing one `/metrics`, as in `wamesh dev`.
+fn exposition(
+    ok: u64,
+    not_found: u64,
+    unavailable: u64,
+    grpc_ok: u64,
+    invalid: u64,
+    internal: u64,
+) -> String {
+    format!(
+        r#"# HELP http_server_requests_total HTTP requests answered.
+# TYPE http_server_requests_total counter
+http_server_requests_total{{service="gateway",method="POST",route="/api/webhooks/whatsapp",status="200"}} {ok}
+http_server_requests_total{{service="gateway",method="GET",route="other",status="404"}} {not_found}
+http_server_requests_total{{service="gateway",method="POST",route="/api/webhooks/whatsapp",status="503"}} {unavailable}
+# TYPE rpc_server_requests_total counter
+rpc_server_requests_total{{service="messaging",rpc_service="wamesh.messaging.v1.Messaging",rpc_method="SendMessage",code="OK"}} {grpc_ok}
+rpc_server_requests_total{{service="messaging",rpc_service="wamesh.messaging.v1.Messaging",rpc_method="SendMessage",code="INVALID_ARGUMENT"}} {invalid}
+rpc_server_requests_total{{service="messaging",rpc_service="wamesh.messaging.v1.Messaging",rpc_method="SendMessage",code="INTERNAL"}} {internal}
+# TYPE rpc_server_duration_seconds histogram
+rpc_server_duration_seconds_bucket{{service="messaging",rpc_service="x",rpc_method="y",le="+Inf"}} 99
+"#
+    )
+}
+
+/// The scraped services of a health report: (service, total, errors), in order.
+fn scraped(health: &pb::SystemHealth) -> Vec<(String, u64, u64)> {
+    health
+        .errors
+        .iter()
+        .filter(|e| !e.service.contains('.'))
+        .map(|e| (e.service.clone(), e.total, e.errors))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rates_per_service_are_the_metrics_increase_over_the_window() {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(exposition(100, 5, 2, 40, 3, 1)));
+    let (url, metrics) = metrics_server(text.clone()).await;
+    // Nothing listens on port 9.
+    let unreachable = "http://127.0.0.1:9/metrics".to_owned();
+    let (client, stop) = serve_scraping(&[], &[], None, 3650, vec![url, unreachable.clone()]).await;
+    let health = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_system_health(pb::GetSystemHealthRequest {})
+                .await
+                .expect("GetSystemHealth")
+                .into_inner()
+        }
+    };
+
+    // The first read is the baseline: both services seen, nothing counted yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let h = health().await;
+        if scraped(&h).len() == 2 && !h.unavailable.iter().all(|u| !u.contains(&unreachable)) {
+            break h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never scraped: {h:?}"
+        );
+        tokio::time::sleep(SCRAPE_EVERY).await;
+    };
+    assert_eq!(
+        scraped(&first),
+        [("gateway".to_owned(), 0, 0), ("messaging".to_owned(), 0, 0)]
+    );
+    let services: Vec<&str> = first.errors.iter().map(|e| e.service.as_str()).collect();
+    assert_eq!(
+        services,
+        ["messaging.send", "meta.delivery", "gateway", "messaging"]
+    );
+    let prefix = format!("metrics {unreachable}: ");
+    assert!(
+        first.unavailable.iter().any(|u| u.starts_with(&prefix)),
+        "{:?}",
+        first.unavailable
+    );
+
+    // gateway: 20 more answered (15 + 2 + 3), 3 of them 503 (a 404 is the client's);
+    // messaging: 10 more calls (2 + 4 + 4), 4 INTERNAL (INVALID_ARGUMENT is the client's).
+    *text.lock().unwrap() = exposition(115, 7, 5, 42, 7, 5);
+    let want = [
+        ("gateway".to_owned(), 20, 3),
+        ("messaging".to_owned(), 10, 4),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let later = loop {
+        let h = health().await;
+        if scraped(&h) == want {
+            break h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted: {h:?}"
+        );
+        tokio::time::sleep(SCRAPE_EVERY).await;
+    };
+    let gateway = later
+        .errors
+        .iter()
+        .find(|e| e.service == "gateway")
+        .unwrap();
+    assert!(
+        (gateway.error_rate - 3.0 / 20.0).abs() < 1e-9,
+        "{gateway:?}"
+    );
+
+    // messaging restarted: its counters start again from zero, and what it counted since
+    // adds to the window's increase.
+    *text.lock().unwrap() = exposition(115, 7, 5, 1, 0, 1);
+    let want = [
+        ("gateway".to_owned(), 20, 3),
+        ("messaging".to_owned(), 12, 5),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = health().await;
+        if scraped(&h) == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reset not counted: {h:?}"
+        );
+        tokio::time::sleep(SCRAPE_EVERY).await;
+    }
+    stop.cancel();
+    metrics.cancel();
 }

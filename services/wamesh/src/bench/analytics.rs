@@ -112,6 +112,7 @@ async fn measure(
             ..ConsumerConfig::default()
         },
         alerts: wamesh_analytics::alerts::AlertConfig::default(),
+        metrics_urls: Vec::new(),
     })
     .await
     .context("starting analytics")?;

@@ -133,6 +133,7 @@ pub async fn start_analytics(events: &[Event]) -> (String, Running) {
             ..ConsumerConfig::default()
         },
         alerts: AlertConfig::default(),
+        metrics_urls: Vec::new(),
     })
     .await
     .expect("build analytics");

@@ -86,6 +86,7 @@ async fn an_error_rate_above_the_threshold_fires_one_alert_that_resolves_once_se
             ratelimit_url: Some(mesh.ratelimit_url()),
             ..AlertConfig::default()
         },
+        metrics_urls: Vec::new(),
     })
     .await
     .expect("build analytics");

@@ -156,6 +156,7 @@ async fn analytics_and_messaging_killed_mid_stream_count_every_event_exactly_onc
             retry: Duration::from_millis(100),
         },
         alerts: wamesh_analytics::alerts::AlertConfig::default(),
+        metrics_urls: Vec::new(),
     };
     let analytics = AnalyticsProcess::start(&config, analytics_addr).await;
     let client = AnalyticsClient::new(

@@ -289,6 +289,7 @@ async fn a_scripted_day_reads_back_exactly_through_every_rpc_and_rest_endpoint()
             ratelimit_url: Some(mesh.ratelimit_url()),
             ..AlertConfig::default()
         },
+        metrics_urls: Vec::new(),
     })
     .await
     .expect("build analytics");

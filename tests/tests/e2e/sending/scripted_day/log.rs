@@ -75,7 +75,8 @@ impl Log {
                 }
                 "status.updated" if e.outbound_id > 0 => {
                     let s = sent.entry(e.outbound_id).or_default();
-                    if !matches!(e.status.as_str(), "sent" | "delivered" | "read") {
+                    // Any of these says Meta had the message: it was sent (a failed one too).
+                    if !matches!(e.status.as_str(), "sent" | "delivered" | "read" | "failed") {
                         continue;
                     }
                     if s.at_ms.is_none() {
@@ -83,7 +84,7 @@ impl Log {
                         log.status_first += 1;
                         log.turn(&mut turns, &e.contact_id, false, at);
                     }
-                    if e.status != "sent" && !s.seen {
+                    if matches!(e.status.as_str(), "delivered" | "read") && !s.seen {
                         s.seen = true;
                         if e.status == "delivered" {
                             delivered.push((e.outbound_id, at - s.at_ms.unwrap_or(at)));
