@@ -225,16 +225,17 @@ impl From<sqlx::Error> for StoreError {
 /// one entry of everything.
 fn merge_conversation(sums: &mut Vec<ConversationSums>, one: ConversationSums, by_bucket: bool) {
     let bucket_ms = if by_bucket { one.bucket_ms } else { 0 };
-    let entry = match sums.iter_mut().position(|s| s.bucket_ms == bucket_ms) {
-        Some(i) => &mut sums[i],
+    let i = match sums.iter().position(|s| s.bucket_ms == bucket_ms) {
+        Some(i) => i,
         None => {
             sums.push(ConversationSums {
                 bucket_ms,
                 ..ConversationSums::default()
             });
-            sums.last_mut().expect("just pushed")
+            sums.len() - 1
         }
     };
+    let entry = &mut sums[i];
     entry.counts += one.counts;
     entry.response_ms.merge(&one.response_ms);
     entry.users.merge(&one.users);
