@@ -4,7 +4,8 @@
 # release build of the `wamesh` binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wamesh-target}"
+# The release build goes where `cargo run --release` (the README's next command) looks for it:
+# the default target directory, unless CARGO_TARGET_DIR says otherwise.
 
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
