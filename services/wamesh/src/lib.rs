@@ -3,6 +3,7 @@
 //! ([`mesh`]), the benchmarks ([`bench`]), `wamesh send` ([`send`]) and an OTLP sink ([`otlp_sink`]).
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod bench;
 pub mod cli;
 pub mod mesh;

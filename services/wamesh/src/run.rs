@@ -3,18 +3,16 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use wamesh_analytics::alerts::AlertConfig;
 use wamesh_analytics::{Analytics, AnalyticsConfig};
 use wamesh_gateway::{Gateway, GatewayConfig};
 use wamesh_messaging::{IngestConfig, Messaging, MessagingConfig, SendConfig};
 use wamesh_ratelimit::{LimiterConfig, RateLimit, RateLimitConfig};
-use wamesh_runtime::metrics::http::HttpMetricsLayer;
 use wamesh_runtime::{BusinessNumber, Secret, Shutdown, wait_for_signal};
 use wamesh_simulator::{Simulator, WebhookTarget};
 
+use crate::admin;
 use crate::cli::{
     AnalyticsArgs, BenchCommand, Command, DevArgs, GatewayArgs, IngestArgs, LimiterArgs,
     MessagingArgs, NumberArgs, RatelimitArgs, RollupArgs, SendArgs, SimulatorArgs, StoreArgs,
@@ -230,32 +228,15 @@ async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     .await
     .context("starting messaging")?;
     let store = messaging.store();
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    match store.ping().await {
-                        Ok(()) => (axum::http::StatusCode::OK, "ready"),
-                        Err(_) => (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "database unavailable",
-                        ),
-                    }
-                }
-            }),
-        )
-        .merge(wamesh_runtime::metrics::router(
-            wamesh_runtime::metrics::install(),
-        ))
-        .layer(HttpMetricsLayer::new("messaging"));
+    let admin = admin::router("messaging", move || {
+        let store = store.clone();
+        async move { admin::database_readiness(store.ping().await.is_ok()) }
+    });
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "messaging listening");
     serve_until_signal(|stop| {
-        with_admin(
+        admin::with_admin(
             admin_listener,
             admin,
             stop.clone(),
@@ -274,18 +255,12 @@ async fn ratelimit(args: RatelimitArgs) -> anyhow::Result<()> {
     }
     let service = RateLimit::build(&config).await?;
     let readiness = service.readiness();
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(move || std::future::ready(readiness())))
-        .merge(wamesh_runtime::metrics::router(
-            wamesh_runtime::metrics::install(),
-        ))
-        .layer(HttpMetricsLayer::new("ratelimit"));
+    let admin = admin::router("ratelimit", move || std::future::ready(readiness()));
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, backend = service.backend(), "rate-limit listening");
     serve_until_signal(|stop| {
-        with_admin(
+        admin::with_admin(
             admin_listener,
             admin,
             stop.clone(),
@@ -308,32 +283,15 @@ async fn analytics(args: AnalyticsArgs) -> anyhow::Result<()> {
     .await
     .context("starting analytics")?;
     let store = analytics.store();
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    match store.cursor().await {
-                        Ok(_) => (axum::http::StatusCode::OK, "ready"),
-                        Err(_) => (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "database unavailable",
-                        ),
-                    }
-                }
-            }),
-        )
-        .merge(wamesh_runtime::metrics::router(
-            wamesh_runtime::metrics::install(),
-        ))
-        .layer(HttpMetricsLayer::new("analytics"));
+    let admin = admin::router("analytics", move || {
+        let store = store.clone();
+        async move { admin::database_readiness(store.cursor().await.is_ok()) }
+    });
     let admin_listener = bind(args.metrics_addr).await?;
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, admin = %admin_listener.local_addr()?, "analytics listening");
     serve_until_signal(|stop| {
-        with_admin(
+        admin::with_admin(
             admin_listener,
             admin,
             stop.clone(),
@@ -379,20 +337,6 @@ fn secrets(values: &[String]) -> Vec<Secret> {
         .filter(|v| !v.is_empty())
         .map(Secret::new)
         .collect()
-}
-
-/// Runs a service's gRPC server beside its admin HTTP server (`/metrics`, `/healthz`,
-/// `/readyz`), both stopping on `stop`.
-async fn with_admin(
-    admin_listener: TcpListener,
-    admin: Router,
-    stop: Shutdown,
-    grpc: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(stop.cancelled_owned());
-    let (grpc, admin) = tokio::join!(grpc, admin);
-    admin?;
-    grpc
 }
 
 pub fn ratelimit_config(args: &LimiterArgs) -> RateLimitConfig {
